@@ -1,0 +1,116 @@
+//! Encoding and decoding of every object walden stores, one file per document
+//! in `repo-format/`. Pure: bytes in, values out. Sealing is `seal`'s job and
+//! the object names and layout are `layout`'s; nothing here does I/O.
+
+pub mod config;
+pub mod index;
+pub mod keyfile;
+pub mod layout;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+/// The repository format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+use crate::error::{Error, Result};
+
+/// Decodes a JSON document, naming it in the error.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("{what} does not parse: {e}")))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("walden's own documents always serialize")
+}
+
+/// Reads little-endian integers off a byte slice, failing as "corrupt".
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(what: &'static str, buf: &'a [u8]) -> Self {
+        Reader { buf, what }
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::corrupt(format!("{} is truncated", self.what)));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    pub fn id(&mut self) -> Result<crate::id::Id> {
+        crate::id::Id::from_slice(self.take(32)?)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    pub fn finish(self) -> Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::corrupt(format!(
+                "{} has {} trailing bytes",
+                self.what,
+                self.buf.len()
+            )))
+        }
+    }
+}
+
+/// The type of a blob inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobType {
+    Data,
+    Tree,
+}
+
+impl BlobType {
+    pub fn byte(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+    pub fn from_byte(b: u8) -> Result<BlobType> {
+        match b {
+            0 => Ok(BlobType::Data),
+            1 => Ok(BlobType::Tree),
+            _ => Err(Error::corrupt(format!("unknown blob type {b}"))),
+        }
+    }
+    pub fn seal_kind(self) -> crate::seal::Kind {
+        match self {
+            BlobType::Data => crate::seal::Kind::DataBlob,
+            BlobType::Tree => crate::seal::Kind::TreeBlob,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobType::Data => "data",
+            BlobType::Tree => "tree",
+        }
+    }
+}
+
+/// A time as stored: RFC 3339 in UTC with nanoseconds.
+pub fn format_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+pub fn parse_time(s: &str) -> Result<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(s).map_err(|e| Error::corrupt(format!("bad time {s:?}: {e}")))
+}

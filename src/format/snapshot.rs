@@ -1,0 +1,61 @@
+//! Snapshot manifests (`repo-format/snapshot.md`): `snapshots/<id>`, sealed
+//! (kind `S`, name = the snapshot id), JSON. A snapshot names the root
+//! directory node (whose `subtree` is the root tree), when and where it was
+//! taken, its parent and a summary. It is written last, after every pack and
+//! index it needs, so a visible snapshot is always complete.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+use super::tree::Node;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of file content in the snapshot.
+    pub logical_bytes: u64,
+    /// Files whose content was read (not reused from the parent by metadata).
+    pub files_read: u64,
+    pub new_blobs: u64,
+    /// Bytes of new blob envelopes this backup added to the repository.
+    pub new_stored_bytes: u64,
+    pub new_packs: u64,
+    pub duration_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub time: String,
+    pub host: String,
+    pub user: String,
+    pub paths: Vec<String>,
+    pub root: Node,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        super::to_json(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
+        let s: Snapshot = super::from_json("snapshot", bytes)?;
+        if s.version != super::VERSION {
+            return Err(Error::unsupported(format!("snapshot version {}", s.version)));
+        }
+        Ok(s)
+    }
+    pub fn tree(&self) -> Result<Id> {
+        self.root
+            .subtree
+            .ok_or_else(|| Error::corrupt("snapshot root is not a directory with a tree"))
+    }
+}

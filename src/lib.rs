@@ -1,0 +1,20 @@
+//! walden: point-in-time recovery for PostgreSQL on a deduplicating,
+//! compressed, encrypted repository. The library holds every layer; the
+//! binary (`main.rs`, `cli/`) only parses arguments and prints.
+//!
+//! Layers, lowest first; each depends only on those above it in this list:
+//! - pure, no I/O: [`error`], [`id`], [`chunk`], [`seal`], [`format`]
+//! - adapters: [`store`] (OpenDAL), [`catalog`] (SQLite)
+//! - repository: [`repo`]
+//! - use cases: [`backup`], [`restore`], [`verify`]
+
+pub mod chunk;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod seal;
+
+pub mod catalog;
+pub mod store;
+
+pub mod repo;

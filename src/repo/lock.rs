@@ -1,0 +1,153 @@
+//! Repository locks: every operation that writes holds a shared lock and a
+//! prune will hold an exclusive one (`repo-format/locks.md`). A lock is a
+//! sealed file under `locks/`, refreshed every few minutes while held. One
+//! that has not been refreshed for [`STALE_AFTER`], or whose process is gone
+//! from this host, is stale: it is reported and never silently broken;
+//! `walden unlock` removes stale locks.
+
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::format::layout;
+use crate::format::lock::Lock;
+use crate::id::Id;
+use crate::seal::Compression;
+
+use super::{Repo, host_name};
+
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// A lock read from the repository.
+#[derive(Debug, Clone)]
+pub struct HeldLock {
+    pub id: Id,
+    pub lock: Lock,
+    pub stale: bool,
+}
+
+fn is_stale(l: &Lock) -> bool {
+    let old = crate::format::parse_time(&l.time)
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_AFTER);
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let dead_here = l.host == host_name() && unsafe { libc::kill(l.pid as i32, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    old || dead_here
+}
+
+fn seal_lock(repo: &Repo, id: &Id, exclusive: bool) -> Vec<u8> {
+    let l = Lock {
+        time: crate::format::format_time(SystemTime::now()),
+        host: host_name(),
+        pid: std::process::id(),
+        exclusive,
+    };
+    repo.key().seal(crate::seal::Kind::Lock, &id.0, &l.encode(), Compression::None)
+}
+
+/// Every lock in the repository.
+pub async fn list(repo: &Repo) -> Result<Vec<HeldLock>> {
+    let mut out = Vec::new();
+    for l in repo.store().list(layout::LOCKS).await? {
+        let Some(id) = layout::id_of(&l.name) else { continue };
+        let sealed = match repo.store().get(&l.name).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == crate::error::Kind::NotFound => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        let lock = Lock::decode(&repo.key().open(crate::seal::Kind::Lock, &id.0, &sealed)?)?;
+        let stale = is_stale(&lock);
+        out.push(HeldLock { id, lock, stale });
+    }
+    Ok(out)
+}
+
+/// A held lock; call [`Guard::release`] when done.
+pub struct Guard {
+    store: crate::store::Store,
+    name: String,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Guard {
+    pub async fn release(self) -> Result<()> {
+        self.refresher.abort();
+        self.store.delete(&self.name).await
+    }
+}
+
+fn conflict(l: &HeldLock) -> Error {
+    let kind = if l.lock.exclusive { "an exclusive" } else { "a" };
+    if l.stale {
+        Error::conflict(format!(
+            "the repository has {kind} stale lock {} (host {}, pid {}, taken {}); if that process is gone, run `walden unlock`",
+            l.id.short(),
+            l.lock.host,
+            l.lock.pid,
+            l.lock.time
+        ))
+    } else {
+        Error::conflict(format!(
+            "the repository is locked by {kind} lock {} (host {}, pid {}, since {})",
+            l.id.short(),
+            l.lock.host,
+            l.lock.pid,
+            l.lock.time
+        ))
+    }
+}
+
+/// Takes a lock. A shared lock waits for no one but an exclusive holder; an
+/// exclusive lock requires that no other lock exists.
+pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
+    let blocks = |l: &HeldLock| exclusive || l.lock.exclusive;
+    if let Some(l) = list(repo).await?.iter().find(|l| blocks(l)) {
+        return Err(conflict(l));
+    }
+    let id = Id::random();
+    let name = layout::lock(&id);
+    repo.store().put(&name, seal_lock(repo, &id, exclusive)).await?;
+    // Two lockers can pass the first check together; looking again after
+    // writing our own lock makes sure at least one of them backs off.
+    if let Some(l) = list(repo).await?.iter().find(|l| l.id != id && blocks(l)) {
+        repo.store().delete(&name).await?;
+        return Err(conflict(l));
+    }
+    let store = repo.store().clone();
+    let body_name = name.clone();
+    let refresh_key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
+    let refresher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_EVERY).await;
+            let l = Lock {
+                time: crate::format::format_time(SystemTime::now()),
+                host: host_name(),
+                pid: std::process::id(),
+                exclusive,
+            };
+            let sealed = refresh_key.seal(crate::seal::Kind::Lock, &id.0, &l.encode(), Compression::None);
+            if let Err(e) = store.put(&body_name, sealed).await {
+                tracing::warn!("could not refresh lock {body_name}: {e}");
+            }
+        }
+    });
+    Ok(Guard {
+        store: repo.store().clone(),
+        name,
+        refresher,
+    })
+}
+
+/// Removes stale locks (or every lock with `all`); returns those removed.
+pub async fn unlock(repo: &Repo, all: bool) -> Result<Vec<HeldLock>> {
+    let mut removed = Vec::new();
+    for l in list(repo).await? {
+        if all || l.stale {
+            repo.store().delete(&layout::lock(&l.id)).await?;
+            removed.push(l);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,340 @@
+//! Keys and the sealed envelope every stored byte goes through: zstd
+//! compression (skipped when it does not shrink the data), then
+//! XChaCha20-Poly1305 with a random 192-bit nonce and associated data that
+//! binds the object's kind and name, so a blob cannot be passed off as another
+//! or a snapshot file swapped for an index. Also the Argon2id derivation of
+//! password keys. This is the only place nonces are made. It does no I/O and
+//! knows nothing about where envelopes are stored (see `format::pack`).
+//!
+//! Envelope bytes (`repo-format/envelope.md`):
+//! `nonce[24] || ciphertext(flag[1] || payload) || tag[16]`, where flag 0 means
+//! the payload is the plaintext and flag 1 means it is a zstd frame of it.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes an envelope adds to its payload: nonce, flag byte and tag.
+pub const OVERHEAD: usize = NONCE_LEN + 1 + TAG_LEN;
+/// Prefix of every envelope's associated data; changes with the format major.
+const AAD_PREFIX: &[u8] = b"walden1";
+
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+/// What an envelope holds. Its byte is part of the associated data, so an
+/// envelope opened as the wrong kind fails authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DataBlob,
+    TreeBlob,
+    PackHeader,
+    Index,
+    Snapshot,
+    Config,
+    Lock,
+    MasterKey,
+}
+
+impl Kind {
+    pub fn byte(self) -> u8 {
+        match self {
+            Kind::DataBlob => b'D',
+            Kind::TreeBlob => b'T',
+            Kind::PackHeader => b'H',
+            Kind::Index => b'I',
+            Kind::Snapshot => b'S',
+            Kind::Config => b'C',
+            Kind::Lock => b'L',
+            Kind::MasterKey => b'K',
+        }
+    }
+}
+
+/// Whether to try compressing a payload, and how hard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd(i32),
+}
+
+/// A 256-bit XChaCha20-Poly1305 key. Not `Copy`, redacted when printed,
+/// zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct SealKey([u8; 32]);
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<redacted>)")
+    }
+}
+
+/// The repository's master key: one key to seal envelopes and one to derive
+/// blob ids. It is random, made once at `init`, and stored only wrapped by
+/// password-derived keys.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    seal: SealKey,
+    id: [u8; 32],
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn random_bytes(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the operating system's random source failed");
+}
+
+impl MasterKey {
+    pub const LEN: usize = 64;
+
+    pub fn generate() -> MasterKey {
+        let mut b = Zeroizing::new([0u8; 64]);
+        random_bytes(&mut b[..]);
+        MasterKey::from_bytes(&b[..]).expect("64 bytes")
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<MasterKey> {
+        if b.len() != Self::LEN {
+            return Err(Error::corrupt(format!(
+                "a master key must be {} bytes, found {}",
+                Self::LEN,
+                b.len()
+            )));
+        }
+        let mut seal = [0u8; 32];
+        let mut id = [0u8; 32];
+        seal.copy_from_slice(&b[..32]);
+        id.copy_from_slice(&b[32..]);
+        Ok(MasterKey {
+            seal: SealKey(seal),
+            id,
+        })
+    }
+
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut v = Zeroizing::new(Vec::with_capacity(64));
+        v.extend_from_slice(&self.seal.0);
+        v.extend_from_slice(&self.id);
+        v
+    }
+
+    /// The id of a blob: BLAKE3 keyed with the repository's id key, so equal
+    /// plaintext cannot be confirmed by anyone without the key.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
+    }
+
+    pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
+        self.seal.seal(kind, name, plaintext, c)
+    }
+
+    pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {
+        self.seal.open(kind, name, envelope)
+    }
+}
+
+thread_local! {
+    // One zstd context per thread and level: making a context costs more than
+    // compressing a small blob.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = slot.as_mut()?;
+        c.compress(data).ok()
+    })
+}
+
+fn aad(kind: Kind, name: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(AAD_PREFIX.len() + 1 + name.len());
+    a.extend_from_slice(AAD_PREFIX);
+    a.push(kind.byte());
+    a.extend_from_slice(name);
+    a
+}
+
+impl SealKey {
+    /// Compresses (when that helps) and encrypts `plaintext` into a new
+    /// envelope under a fresh random nonce.
+    pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
+        let packed = match c {
+            Compression::Zstd(level) => compress(level, plaintext).filter(|z| z.len() < plaintext.len()),
+            Compression::None => None,
+        };
+        let (flag, payload) = match &packed {
+            Some(z) => (FLAG_ZSTD, z.as_slice()),
+            None => (FLAG_RAW, plaintext),
+        };
+        let mut out = vec![0u8; NONCE_LEN + 1 + payload.len() + TAG_LEN];
+        // The one place a nonce is made: 192 random bits, so collisions stay
+        // negligible however much one key seals.
+        random_bytes(&mut out[..NONCE_LEN]);
+        let nonce = XNonce::try_from(&out[..NONCE_LEN]).expect("24 bytes");
+        let body_end = NONCE_LEN + 1 + payload.len();
+        out[NONCE_LEN] = flag;
+        out[NONCE_LEN + 1..body_end].copy_from_slice(payload);
+        let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
+        let tag = cipher
+            .encrypt_inout_detached(&nonce, &aad(kind, name), (&mut out[NONCE_LEN..body_end]).into())
+            .expect("XChaCha20-Poly1305 seals any length walden produces");
+        out[body_end..].copy_from_slice(&tag);
+        out
+    }
+
+    /// Authenticates, decrypts and decompresses an envelope.
+    pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {
+        if envelope.len() < OVERHEAD {
+            return Err(Error::corrupt(format!(
+                "envelope of {} bytes is shorter than the {OVERHEAD}-byte minimum",
+                envelope.len()
+            )));
+        }
+        let nonce = XNonce::try_from(&envelope[..NONCE_LEN]).expect("24 bytes");
+        let body_end = envelope.len() - TAG_LEN;
+        let tag = Tag::try_from(&envelope[body_end..]).expect("16 bytes");
+        let mut body = envelope[NONCE_LEN..body_end].to_vec();
+        let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
+        cipher
+            .decrypt_inout_detached(&nonce, &aad(kind, name), body.as_mut_slice().into(), &tag)
+            .map_err(|_| Error::corrupt("envelope failed authentication (wrong key, or the bytes were altered)"))?;
+        match body[0] {
+            FLAG_RAW => {
+                body.remove(0);
+                Ok(body)
+            }
+            FLAG_ZSTD => zstd::decode_all(&body[1..])
+                .map_err(|e| Error::corrupt(format!("authenticated zstd payload does not decompress: {e}"))),
+            f => Err(Error::corrupt(format!("unknown envelope flag {f}"))),
+        }
+    }
+}
+
+/// Argon2id parameters of one password key, stored in its key file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    pub algorithm: String,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    #[serde(with = "hex_bytes")]
+    pub salt: Vec<u8>,
+}
+
+impl KdfParams {
+    pub const ALGORITHM: &'static str = "argon2id";
+
+    /// Fresh parameters with a random 32-byte salt.
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> KdfParams {
+        let mut salt = vec![0u8; 32];
+        random_bytes(&mut salt);
+        KdfParams {
+            algorithm: Self::ALGORITHM.to_string(),
+            memory_kib,
+            iterations,
+            parallelism,
+            salt,
+        }
+    }
+
+    /// Derives the key that wraps the master key from a password.
+    pub fn derive(&self, password: &[u8]) -> Result<SealKey> {
+        if self.algorithm != Self::ALGORITHM {
+            return Err(Error::unsupported(format!(
+                "key derivation {:?} is not supported (only {})",
+                self.algorithm,
+                Self::ALGORITHM
+            )));
+        }
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| Error::corrupt(format!("invalid Argon2id parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(password, &self.salt, &mut out)
+            .map_err(|e| Error::invalid(format!("Argon2id derivation failed: {e}")))?;
+        let key = SealKey(out);
+        out.zeroize();
+        Ok(key)
+    }
+}
+
+/// Serde helper: bytes as lowercase hex.
+pub mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let k = MasterKey::generate();
+        let text = b"hello hello hello hello hello hello hello".repeat(20);
+        let e = k.seal(Kind::DataBlob, b"n1", &text, Compression::Zstd(3));
+        assert!(e.len() < text.len(), "compressible text is compressed");
+        assert_eq!(k.open(Kind::DataBlob, b"n1", &e).unwrap(), text);
+        assert!(k.open(Kind::TreeBlob, b"n1", &e).is_err(), "kind is bound");
+        assert!(k.open(Kind::DataBlob, b"n2", &e).is_err(), "name is bound");
+        let mut bad = e.clone();
+        bad[30] ^= 1;
+        assert!(k.open(Kind::DataBlob, b"n1", &bad).is_err(), "tampering is caught");
+        let other = MasterKey::generate();
+        assert!(other.open(Kind::DataBlob, b"n1", &e).is_err());
+    }
+
+    #[test]
+    fn incompressible_is_stored_raw() {
+        let k = MasterKey::generate();
+        let mut data = vec![0u8; 4096];
+        random_bytes(&mut data);
+        let e = k.seal(Kind::DataBlob, b"", &data, Compression::Zstd(3));
+        assert_eq!(e.len(), data.len() + OVERHEAD);
+        assert_eq!(k.open(Kind::DataBlob, b"", &e).unwrap(), data);
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let k = MasterKey::generate();
+        let a = k.seal(Kind::Config, b"", b"x", Compression::None);
+        let b = k.seal(Kind::Config, b"", b"x", Compression::None);
+        assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
+    }
+
+    #[test]
+    fn kdf_is_deterministic_per_salt() {
+        let p = KdfParams::new(64, 1, 1);
+        let k1 = p.derive(b"pw").unwrap();
+        let k2 = p.derive(b"pw").unwrap();
+        let k3 = p.derive(b"other").unwrap();
+        let e = k1.seal(Kind::MasterKey, b"", b"secret", Compression::None);
+        assert_eq!(k2.open(Kind::MasterKey, b"", &e).unwrap(), b"secret");
+        assert!(k3.open(Kind::MasterKey, b"", &e).is_err());
+        assert_eq!(format!("{k1:?}"), "SealKey(<redacted>)");
+    }
+}
