@@ -18,3 +18,7 @@ pub mod catalog;
 pub mod store;
 
 pub mod repo;
+
+pub mod backup;
+pub mod restore;
+pub mod verify;

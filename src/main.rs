@@ -1,1 +1,32 @@
-fn main(){}
+//! The `walden` binary: parses arguments, runs one command, and maps the
+//! library's error kinds to the exit codes documented in `spec/cli.md`.
+//! Everything else lives in the library.
+
+mod cli;
+
+use walden::error::Kind;
+
+/// Exit codes, stable and documented in `spec/cli.md`.
+fn exit_code(kind: Kind) -> i32 {
+    match kind {
+        Kind::NotFound => 1,
+        Kind::InvalidInput => 2,
+        Kind::WrongPassword => 3,
+        Kind::Corrupt => 4,
+        Kind::Unavailable => 5,
+        Kind::Conflict => 6,
+        Kind::Unsupported => 7,
+        Kind::Internal => 8,
+    }
+}
+
+fn main() {
+    let code = match cli::main() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("walden: error: {e}");
+            exit_code(e.kind())
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,462 @@
+//! Command-line parsing and output. Resolves where the repository is, where
+//! the password comes from and where the catalog lives (flags, then
+//! environment, then the config file), runs the library's use cases on a
+//! tokio runtime and prints their results as text or, with `--json`, as JSON.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+
+use walden::backup::{self, BackupOptions, Parent};
+use walden::error::{Error, Result};
+use walden::id::Id;
+use walden::repo::{KdfCost, Repo, lock};
+use walden::restore::{self, RestoreOptions};
+use walden::store::Store;
+use walden::verify;
+
+#[derive(Parser)]
+#[command(name = "walden", version, about = "Point-in-time recovery for PostgreSQL: deduplicated, compressed, encrypted backups on disk, S3 or GCS")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Repository: a path, s3://bucket/prefix or gs://bucket/prefix
+    #[arg(long, global = true, env = "WALDEN_REPO")]
+    repo: Option<String>,
+    /// TOML config file with repo, password_file and cache_dir
+    #[arg(long, global = true, env = "WALDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// File whose first line is the repository password
+    #[arg(long, global = true, env = "WALDEN_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// Directory of the local catalog cache
+    #[arg(long, global = true, env = "WALDEN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Print results as JSON on standard output
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init {
+        /// Argon2id memory cost of the first key, in MiB
+        #[arg(long, default_value_t = 64)]
+        kdf_memory_mib: u32,
+        /// Argon2id iterations of the first key
+        #[arg(long, default_value_t = 3)]
+        kdf_iterations: u32,
+    },
+    /// Back up a directory into a new snapshot
+    Backup {
+        path: PathBuf,
+        /// Tag the snapshot (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Read every file instead of reusing unchanged ones from the parent
+        #[arg(long, conflicts_with = "parent")]
+        no_parent: bool,
+        /// Snapshot to compare file metadata against (default: the newest of the same path)
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// List snapshots
+    Snapshots,
+    /// Restore a snapshot into a directory
+    Restore {
+        /// Snapshot id, unique prefix, or `latest`
+        snapshot: String,
+        /// Target directory (created if missing; must be empty unless --overwrite)
+        #[arg(long)]
+        to: PathBuf,
+        /// Restore into a non-empty directory, replacing files of the same names
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Check the repository's structure, and with --read-data every blob
+    Verify {
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Manage the passwords that open the repository
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Manage the local catalog cache
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Remove stale locks (or every lock with --all)
+    Unlock {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Add a password (read from WALDEN_NEW_PASSWORD or --new-password-file)
+    Add {
+        #[arg(long, env = "WALDEN_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List key files
+    List,
+    /// Remove a key file by id or unique prefix
+    Remove { id: String },
+    /// Replace the password used to open the repository
+    Passwd {
+        #[arg(long, env = "WALDEN_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Drop the local catalog and rebuild it from the repository
+    Rebuild,
+}
+
+/// The `--config` file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    repo: Option<String>,
+    password_file: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+}
+
+struct Settings {
+    repo: String,
+    password_file: Option<PathBuf>,
+    cache_dir: PathBuf,
+    json: bool,
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("config file {}", path.display()), e))?;
+    toml::from_str(&text).map_err(|e| Error::invalid(format!("config file {}: {e}", path.display())))
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("walden");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("walden");
+    }
+    std::env::temp_dir().join("walden-cache")
+}
+
+fn settings(g: &Global) -> Result<Settings> {
+    let file = match &g.config {
+        Some(p) => read_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let repo = g.repo.clone().or(file.repo).ok_or_else(|| {
+        Error::invalid("no repository given: pass --repo, set WALDEN_REPO, or name one in the --config file")
+    })?;
+    Ok(Settings {
+        repo,
+        password_file: g.password_file.clone().or(file.password_file),
+        cache_dir: g.cache_dir.clone().or(file.cache_dir).unwrap_or_else(default_cache),
+        json: g.json,
+    })
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).map_err(|e| Error::io(format!("{what} file {}", path.display()), e))?,
+    );
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(Error::invalid(format!("{what} file {} is empty", path.display())));
+    }
+    Ok(zeroize::Zeroizing::new(line.to_vec()))
+}
+
+/// The password: `WALDEN_PASSWORD`, else the password file. Never an argument.
+fn password(s: &Settings) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    if let Ok(p) = std::env::var("WALDEN_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(zeroize::Zeroizing::new(p.into_bytes()));
+    }
+    match &s.password_file {
+        Some(f) => read_secret_file(f, "password"),
+        None => Err(Error::invalid(
+            "no password: set WALDEN_PASSWORD or WALDEN_PASSWORD_FILE, or pass --password-file",
+        )),
+    }
+}
+
+fn new_password(file: &Option<PathBuf>) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    if let Ok(p) = std::env::var("WALDEN_NEW_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(zeroize::Zeroizing::new(p.into_bytes()));
+    }
+    match file {
+        Some(f) => read_secret_file(f, "new password"),
+        None => Err(Error::invalid(
+            "no new password: set WALDEN_NEW_PASSWORD or pass --new-password-file",
+        )),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALDEN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;
+    rt.block_on(run(cli))
+}
+
+async fn open(s: &Settings) -> Result<Repo> {
+    let store = Store::open(&s.repo)?;
+    Repo::open(store, &password(s)?, &s.cache_dir).await
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let s = settings(&cli.global)?;
+    match cli.command {
+        Command::Init {
+            kdf_memory_mib,
+            kdf_iterations,
+        } => {
+            let cost = KdfCost {
+                memory_kib: kdf_memory_mib.saturating_mul(1024),
+                iterations: kdf_iterations,
+                ..KdfCost::default()
+            };
+            let store = Store::open(&s.repo)?;
+            let repo = Repo::init(store, &password(&s)?, cost, &s.cache_dir).await?;
+            if s.json {
+                print_json(&json!({"id": repo.id(), "repo": s.repo}));
+            } else {
+                println!("created repository {} at {}", repo.id().short(), s.repo);
+            }
+        }
+        Command::Backup {
+            path,
+            tags,
+            no_parent,
+            parent,
+        } => {
+            let repo = Arc::new(open(&s).await?);
+            let parent = match (no_parent, parent) {
+                (true, _) => Parent::None,
+                (false, Some(p)) => Parent::Snapshot(repo.find_snapshot(&p)?.0),
+                (false, None) => Parent::Auto,
+            };
+            let opts = BackupOptions { path, parent, tags };
+            let (id, snap) = backup::run(repo, opts, Arc::default()).await?;
+            if s.json {
+                print_json(&json!({"id": id, "time": snap.time, "paths": snap.paths, "parent": snap.parent, "summary": snap.summary}));
+            } else {
+                let m = &snap.summary;
+                println!("snapshot {id} saved");
+                println!(
+                    "  {} files ({} read, {} unchanged), {} dirs, {} symlinks, {}",
+                    m.files,
+                    m.files_read,
+                    m.files - m.files_read,
+                    m.dirs,
+                    m.symlinks,
+                    human_bytes(m.logical_bytes)
+                );
+                println!(
+                    "  added {} in {} new blobs and {} packs, in {:.1}s",
+                    human_bytes(m.new_stored_bytes),
+                    m.new_blobs,
+                    m.new_packs,
+                    m.duration_secs
+                );
+            }
+        }
+        Command::Snapshots => {
+            let repo = open(&s).await?;
+            let snaps = repo.snapshots()?;
+            if s.json {
+                let v: Vec<_> = snaps
+                    .iter()
+                    .map(|(id, sn)| {
+                        json!({"id": id, "time": sn.time, "host": sn.host, "user": sn.user, "paths": sn.paths,
+                               "tags": sn.tags, "parent": sn.parent, "files": sn.summary.files,
+                               "logical_bytes": sn.summary.logical_bytes, "new_stored_bytes": sn.summary.new_stored_bytes,
+                               "summary": sn.summary})
+                    })
+                    .collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                println!("{:<8}  {:<20}  {:<12}  {:>8}  {:>10}  {:>10}  path", "id", "time", "host", "files", "size", "added");
+                for (id, sn) in &snaps {
+                    let t = sn.time.get(..19).unwrap_or(&sn.time).replace('T', " ");
+                    println!(
+                        "{:<8}  {:<20}  {:<12}  {:>8}  {:>10}  {:>10}  {}",
+                        id.short(),
+                        t,
+                        sn.host,
+                        sn.summary.files,
+                        human_bytes(sn.summary.logical_bytes),
+                        human_bytes(sn.summary.new_stored_bytes),
+                        sn.paths.join(" ")
+                    );
+                }
+                println!("{} snapshot(s)", snaps.len());
+            }
+        }
+        Command::Restore { snapshot, to, overwrite } => {
+            let repo = Arc::new(open(&s).await?);
+            let (id, snap) = repo.find_snapshot(&snapshot)?;
+            let guard = lock::acquire(&repo, false).await?;
+            let r = restore::run(repo.clone(), &snap, RestoreOptions { target: to.clone(), overwrite }).await;
+            let released = guard.release().await;
+            let stats = r?;
+            released?;
+            if s.json {
+                print_json(&json!({"snapshot": id, "target": to, "stats": stats}));
+            } else {
+                println!(
+                    "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}",
+                    id.short(),
+                    to.display(),
+                    stats.files,
+                    stats.dirs,
+                    stats.symlinks,
+                    human_bytes(stats.bytes)
+                );
+            }
+        }
+        Command::Verify { read_data } => {
+            let repo = open(&s).await?;
+            let guard = lock::acquire(&repo, false).await?;
+            let r = verify::run(&repo, read_data).await;
+            let released = guard.release().await;
+            let report = r?;
+            released?;
+            if s.json {
+                print_json(&serde_json::to_value(&report).expect("serializes"));
+            } else {
+                for e in &report.errors {
+                    println!("error: {e}");
+                }
+                println!(
+                    "checked {} snapshots, {} index files, {} packs, {} trees{}; {} unindexed pack(s)",
+                    report.snapshots,
+                    report.index_files,
+                    report.packs,
+                    report.trees,
+                    if read_data { format!(", {} blobs read", report.blobs_read) } else { String::new() },
+                    report.unindexed_packs
+                );
+            }
+            if !report.errors.is_empty() {
+                return Err(Error::corrupt(format!("verify found {} problem(s)", report.errors.len())));
+            }
+            if !s.json {
+                println!("no problems found");
+            }
+        }
+        Command::Key(k) => key(&s, k).await?,
+        Command::Catalog(CatalogCommand::Rebuild) => {
+            let repo = open(&s).await?;
+            repo.rebuild_catalog().await?;
+            let n = repo.catalog().blob_count()?;
+            if s.json {
+                print_json(&json!({"blobs": n, "snapshots": repo.snapshots()?.len()}));
+            } else {
+                println!("catalog rebuilt: {n} blobs, {} snapshots", repo.snapshots()?.len());
+            }
+        }
+        Command::Unlock { all } => {
+            let repo = open(&s).await?;
+            let removed = lock::unlock(&repo, all).await?;
+            if s.json {
+                let v: Vec<_> = removed.iter().map(|l| json!({"id": l.id, "host": l.lock.host, "pid": l.lock.pid})).collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                for l in &removed {
+                    println!("removed lock {} (host {}, pid {})", l.id.short(), l.lock.host, l.lock.pid);
+                }
+                println!("{} lock(s) removed", removed.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn key(s: &Settings, k: KeyCommand) -> Result<()> {
+    let mut repo = open(s).await?;
+    match k {
+        KeyCommand::Add { new_password_file } => {
+            let id = repo.add_key(&new_password(&new_password_file)?, KdfCost::default()).await?;
+            report_key(s, "added", &id);
+        }
+        KeyCommand::List => {
+            let keys = repo.list_keys().await?;
+            if s.json {
+                print_json(&serde_json::to_value(&keys).expect("serializes"));
+            } else {
+                for k in &keys {
+                    println!(
+                        "{}{}  {}  {}@{}",
+                        if k.current { "*" } else { " " },
+                        k.id.short(),
+                        k.created,
+                        k.user,
+                        k.host
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id).await?;
+            report_key(s, "removed", &removed);
+        }
+        KeyCommand::Passwd { new_password_file } => {
+            let id = repo.change_password(&new_password(&new_password_file)?, KdfCost::default()).await?;
+            report_key(s, "changed password; new key", &id);
+        }
+    }
+    Ok(())
+}
+
+fn report_key(s: &Settings, what: &str, id: &Id) {
+    if s.json {
+        print_json(&json!({"key": id, "action": what}));
+    } else {
+        println!("{what} {id}");
+    }
+}
