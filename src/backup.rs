@@ -107,7 +107,11 @@ fn unchanged(old: &Node, new: &Node) -> bool {
 
 /// Reads and stores one file's content. A file that vanished since it was
 /// listed gives `None`.
-fn read_file(session: &SessionHandle, path: &Path, progress: &Progress) -> Result<Option<FileContent>> {
+fn read_file(
+    session: &SessionHandle,
+    path: &Path,
+    progress: &Progress,
+) -> Result<Option<FileContent>> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -119,10 +123,14 @@ fn read_file(session: &SessionHandle, path: &Path, progress: &Progress) -> Resul
     for chunk in params.chunks(f) {
         let chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
         size += chunk.len() as u64;
-        progress.bytes.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        progress
+            .bytes
+            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         ids.push(session.store(BlobType::Data, chunk)?);
     }
-    progress.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    progress
+        .files
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Some(FileContent { ids, size }))
 }
 
@@ -155,9 +163,12 @@ impl Walker<'_> {
             .map_err(|e| Error::io(dir.display(), e))?;
         entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
         let old = |name: &[u8]| {
-            parent
-                .as_ref()
-                .and_then(|t| t.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &t.nodes[i]))
+            parent.as_ref().and_then(|t| {
+                t.nodes
+                    .binary_search_by(|n| n.name.as_slice().cmp(name))
+                    .ok()
+                    .map(|i| &t.nodes[i])
+            })
         };
         for entry in entries {
             let path = entry.path();
@@ -170,7 +181,8 @@ impl Walker<'_> {
             let ft = md.file_type();
             if ft.is_dir() {
                 let node = node_from(&name, &md, NodeKind::Dir);
-                let sub_parent = self.parent_tree(old(name.as_bytes()).filter(|n| n.kind == NodeKind::Dir))?;
+                let sub_parent =
+                    self.parent_tree(old(name.as_bytes()).filter(|n| n.kind == NodeKind::Dir))?;
                 self.send(Event::Enter(node))?;
                 self.walk(&path, sub_parent)?;
                 self.send(Event::Leave)?;
@@ -185,7 +197,9 @@ impl Walker<'_> {
             } else if ft.is_file() {
                 let mut node = node_from(&name, &md, NodeKind::File);
                 if let Some(o) = old(name.as_bytes()).filter(|o| unchanged(o, &node))
-                    && o.content.iter().all(|id| self.repo.catalog().contains(id).unwrap_or(false))
+                    && o.content
+                        .iter()
+                        .all(|id| self.repo.catalog().contains(id).unwrap_or(false))
                 {
                     node.content = o.content.clone();
                     self.send(Event::Entry(node))?;
@@ -197,7 +211,10 @@ impl Walker<'_> {
                     .map_err(|_| Error::internal("backup readers stopped"))?;
                 self.send(Event::File(node, rx))?;
             } else {
-                tracing::warn!("skipping {}: not a regular file, directory or symlink", path.display());
+                tracing::warn!(
+                    "skipping {}: not a regular file, directory or symlink",
+                    path.display()
+                );
             }
         }
         Ok(())
@@ -242,7 +259,9 @@ fn build(session: &SessionHandle, events: Receiver<Event>, counts: &mut Counts) 
                 stack.last_mut().expect("root").1.push(node);
             }
             Event::File(mut node, rx) => {
-                let r = rx.recv().map_err(|_| Error::internal("backup reader stopped"))??;
+                let r = rx
+                    .recv()
+                    .map_err(|_| Error::internal("backup reader stopped"))??;
                 if let Some(c) = r {
                     node.content = c.ids;
                     node.size = c.size;
@@ -275,17 +294,28 @@ fn choose_parent(repo: &Repo, opts: &BackupOptions, path: &str) -> Result<Option
 }
 
 /// Backs up `opts.path` and saves a snapshot. Runs inside a tokio runtime.
-pub async fn run(repo: Arc<Repo>, opts: BackupOptions, progress: Arc<Progress>) -> Result<(Id, Snapshot)> {
+pub async fn run(
+    repo: Arc<Repo>,
+    opts: BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let start_time = SystemTime::now();
-    let root_path = std::fs::canonicalize(&opts.path).map_err(|e| Error::io(opts.path.display(), e))?;
+    let root_path =
+        std::fs::canonicalize(&opts.path).map_err(|e| Error::io(opts.path.display(), e))?;
     let root_md = std::fs::metadata(&root_path).map_err(|e| Error::io(root_path.display(), e))?;
     if !root_md.is_dir() {
-        return Err(Error::invalid(format!("{} is not a directory", root_path.display())));
+        return Err(Error::invalid(format!(
+            "{} is not a directory",
+            root_path.display()
+        )));
     }
     let path_str = root_path.to_string_lossy().to_string();
     let guard = lock::acquire(&repo, false).await?;
-    let result = run_locked(&repo, &opts, &root_path, &root_md, &path_str, start_time, started, progress).await;
+    let result = run_locked(
+        &repo, &opts, &root_path, &root_md, &path_str, start_time, started, progress,
+    )
+    .await;
     let released = guard.release().await;
     let out = result?;
     released?;
@@ -309,7 +339,9 @@ async fn run_locked(
         None => None,
     };
     let session = Session::start(repo.clone());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let (job_tx, job_rx) = bounded::<ReadJob>(4 * cores);
     let (ev_tx, ev_rx) = bounded::<Event>(1024);
     let mut readers = Vec::new();

@@ -45,7 +45,9 @@ fn db(e: rusqlite::Error) -> Error {
 }
 
 fn id_col(b: Vec<u8>) -> rusqlite::Result<Id> {
-    Id::from_slice(&b).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+    Id::from_slice(&b).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 impl Catalog {
@@ -54,7 +56,8 @@ impl Catalog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
         }
-        let conn = Connection::open(path).map_err(|e| Error::unavailable(format!("catalog {}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| Error::unavailable(format!("catalog {}: {e}", path.display())))?;
         Self::init(conn)
     }
 
@@ -64,9 +67,13 @@ impl Catalog {
     }
 
     fn init(conn: Connection) -> Result<Catalog> {
-        conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").map_err(db)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(db)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(db)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
         if version != SCHEMA {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;
@@ -78,9 +85,12 @@ impl Catalog {
                  CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, json BLOB NOT NULL) WITHOUT ROWID;",
             )
             .map_err(db)?;
-            conn.pragma_update(None, "user_version", SCHEMA).map_err(db)?;
+            conn.pragma_update(None, "user_version", SCHEMA)
+                .map_err(db)?;
         }
-        Ok(Catalog { conn: Mutex::new(conn) })
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -90,18 +100,28 @@ impl Catalog {
     /// Forgets everything, before a rebuild.
     pub fn clear(&self) -> Result<()> {
         self.conn()
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM indexes; DELETE FROM snapshots;")
+            .execute_batch(
+                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM indexes; DELETE FROM snapshots;",
+            )
             .map_err(db)
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
         let c = self.conn();
         let mut st = c
-            .prepare_cached("SELECT type, pack, offset, length, raw_length FROM blobs WHERE id = ?1")
+            .prepare_cached(
+                "SELECT type, pack, offset, length, raw_length FROM blobs WHERE id = ?1",
+            )
             .map_err(db)?;
         let row = st
             .query_row([&id.0[..]], |r| {
-                Ok((r.get::<_, u8>(0)?, id_col(r.get(1)?)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    id_col(r.get(1)?)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
             })
             .optional()
             .map_err(db)?;
@@ -119,7 +139,9 @@ impl Catalog {
 
     pub fn contains(&self, id: &Id) -> Result<bool> {
         let c = self.conn();
-        let mut st = c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1").map_err(db)?;
+        let mut st = c
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(db)?;
         st.exists([&id.0[..]]).map_err(db)
     }
 
@@ -136,7 +158,9 @@ impl Catalog {
         let tx = c.transaction().map_err(db)?;
         {
             let mut ins_pack = tx
-                .prepare_cached("INSERT OR IGNORE INTO packs(id, size, index_id) VALUES (?1, ?2, ?3)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO packs(id, size, index_id) VALUES (?1, ?2, ?3)",
+                )
                 .map_err(db)?;
             let mut ins_blob = tx
                 .prepare_cached(
@@ -144,14 +168,27 @@ impl Catalog {
                 )
                 .map_err(db)?;
             for p in &index.packs {
-                ins_pack.execute(params![&p.id.0[..], p.size as i64, &index_id.0[..]]).map_err(db)?;
+                ins_pack
+                    .execute(params![&p.id.0[..], p.size as i64, &index_id.0[..]])
+                    .map_err(db)?;
                 for b in &p.blobs {
                     ins_blob
-                        .execute(params![&b.id.0[..], b.blob_type.byte(), &p.id.0[..], b.offset, b.length, b.raw_length])
+                        .execute(params![
+                            &b.id.0[..],
+                            b.blob_type.byte(),
+                            &p.id.0[..],
+                            b.offset,
+                            b.length,
+                            b.raw_length
+                        ])
                         .map_err(db)?;
                 }
             }
-            tx.execute("INSERT OR IGNORE INTO indexes(id) VALUES (?1)", [&index_id.0[..]]).map_err(db)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO indexes(id) VALUES (?1)",
+                [&index_id.0[..]],
+            )
+            .map_err(db)?;
         }
         tx.commit().map_err(db)
     }
@@ -159,7 +196,9 @@ impl Catalog {
     /// Every pack the catalog knows, with its size.
     pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT id, size FROM packs ORDER BY id").map_err(db)?;
+        let mut st = c
+            .prepare("SELECT id, size FROM packs ORDER BY id")
+            .map_err(db)?;
         let rows = st
             .query_map([], |r| Ok((id_col(r.get(0)?)?, r.get::<_, i64>(1)? as u64)))
             .map_err(db)?;
@@ -175,7 +214,9 @@ impl Catalog {
 
     pub fn snapshots(&self) -> Result<Vec<CachedSnapshot>> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT id, time, json FROM snapshots ORDER BY time, id").map_err(db)?;
+        let mut st = c
+            .prepare("SELECT id, time, json FROM snapshots ORDER BY time, id")
+            .map_err(db)?;
         let rows = st
             .query_map([], |r| {
                 Ok(CachedSnapshot {
@@ -230,7 +271,10 @@ mod tests {
         };
         c.add_index(&Id([3; 32]), &idx).unwrap();
         let loc = c.lookup(&Id([1; 32])).unwrap().unwrap();
-        assert_eq!((loc.pack, loc.offset, loc.length, loc.raw_length), (Id([9; 32]), 5, 6, 7));
+        assert_eq!(
+            (loc.pack, loc.offset, loc.length, loc.raw_length),
+            (Id([9; 32]), 5, 6, 7)
+        );
         assert!(c.contains(&Id([1; 32])).unwrap());
         assert!(!c.contains(&Id([2; 32])).unwrap());
         assert_eq!(c.known_indexes().unwrap(), vec![Id([3; 32])]);

@@ -53,7 +53,9 @@ impl ChunkerParams {
             && self.avg_size % 2 == 0
             && self.max_size % 2 == 0;
         if !ok {
-            return Err(Error::corrupt(format!("chunker sizes out of range: {self:?}")));
+            return Err(Error::corrupt(format!(
+                "chunker sizes out of range: {self:?}"
+            )));
         }
         Ok(())
     }
@@ -132,7 +134,10 @@ mod tests {
         let a: std::collections::HashSet<Vec<u8>> = p.chunks(&d[..]).map(|c| c.unwrap()).collect();
         let b: Vec<Vec<u8>> = p.chunks(&e[..]).map(|c| c.unwrap()).collect();
         let shared = b.iter().filter(|c| a.contains(*c)).count();
-        assert!(shared + 2 >= b.len(), "only the chunks around the edit change");
+        assert!(
+            shared + 2 >= b.len(),
+            "only the chunks around the edit change"
+        );
     }
 
     #[test]

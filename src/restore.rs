@@ -55,7 +55,8 @@ struct Counters {
 }
 
 fn os_path(base: &Path, name: &[u8]) -> Result<PathBuf> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(Error::corrupt(format!(
             "tree holds an unsafe file name {:?}",
             String::from_utf8_lossy(name)
@@ -71,14 +72,16 @@ fn is_root() -> bool {
 
 fn apply_owner(path: &Path, n: &Node) -> Result<()> {
     if is_root() {
-        std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid)).map_err(|e| Error::io(path.display(), e))?;
+        std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid))
+            .map_err(|e| Error::io(path.display(), e))?;
     }
     Ok(())
 }
 
 fn apply_meta(path: &Path, n: &Node) -> Result<()> {
     apply_owner(path, n)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(n.mode)).map_err(|e| Error::io(path.display(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(n.mode))
+        .map_err(|e| Error::io(path.display(), e))?;
     let t = FileTime::from_unix_time(n.mtime, n.mtime_nsec);
     filetime::set_file_times(path, t, t).map_err(|e| Error::io(path.display(), e))
 }
@@ -96,7 +99,10 @@ fn runs(repo: &Repo, ids: &[Id]) -> Result<Vec<(Id, u64, Vec<(Id, BlobLocation)>
         if let Some((pack, start, blobs)) = out.last_mut() {
             let last = blobs.last().expect("non-empty run").1;
             let end = last.offset as u64 + last.length as u64;
-            if *pack == loc.pack && loc.offset as u64 == end && end + loc.length as u64 - *start <= MAX_RUN {
+            if *pack == loc.pack
+                && loc.offset as u64 == end
+                && end + loc.length as u64 - *start <= MAX_RUN
+            {
                 blobs.push((*id, loc));
                 continue;
             }
@@ -106,7 +112,13 @@ fn runs(repo: &Repo, ids: &[Id]) -> Result<Vec<(Id, u64, Vec<(Id, BlobLocation)>
     Ok(out)
 }
 
-fn restore_file(repo: &Repo, rt: &tokio::runtime::Handle, job: &FileJob, overwrite: bool, c: &Counters) -> Result<()> {
+fn restore_file(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    job: &FileJob,
+    overwrite: bool,
+    c: &Counters,
+) -> Result<()> {
     let path = &job.path;
     let mut opts = OpenOptions::new();
     opts.write(true).mode(0o600);
@@ -125,7 +137,8 @@ fn restore_file(repo: &Repo, rt: &tokio::runtime::Handle, job: &FileJob, overwri
             for (id, loc) in &blobs {
                 let at = (loc.offset as u64 - start) as usize;
                 let plain = repo.open_blob(id, loc, &bytes[at..at + loc.length as usize])?;
-                f.write_all(&plain).map_err(|e| Error::io(path.display(), e))?;
+                f.write_all(&plain)
+                    .map_err(|e| Error::io(path.display(), e))?;
                 n += plain.len() as u64;
             }
         }
@@ -151,7 +164,10 @@ fn restore_file(repo: &Repo, rt: &tokio::runtime::Handle, job: &FileJob, overwri
         Err(e) => {
             drop(f);
             let _ = std::fs::remove_file(path);
-            Err(e.context(format!("restoring {} (the partial file was removed)", path.display())))
+            Err(e.context(format!(
+                "restoring {} (the partial file was removed)",
+                path.display()
+            )))
         }
     }
 }
@@ -199,7 +215,10 @@ pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Resu
                             continue;
                         }
                         if let Err(e) = restore_file(&repo, &rt, &job, overwrite, &c) {
-                            failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                            failure
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
                         }
                     }
                 })
@@ -218,39 +237,49 @@ pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Resu
         // Depth-first with an explicit stack of (directory path, tree id).
         let mut stack = vec![(target, root_tree)];
         while let Some((dir, tree_id)) = stack.pop() {
-            if walk_failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            if walk_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
                 break;
             }
-            let tree = rt.block_on(walk_repo.read_tree(&tree_id))?;
+            let tree = rt
+                .block_on(walk_repo.read_tree(&tree_id))
+                .map_err(|e| e.context(format!("reading directory {}", dir.display())))?;
             for node in tree.nodes {
                 let path = os_path(&dir, &node.name)?;
                 match node.kind {
                     NodeKind::Dir => {
                         match std::fs::create_dir(&path) {
                             Ok(()) => {}
-                            Err(e) if overwrite && e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                            Err(e)
+                                if overwrite
+                                    && e.kind() == std::io::ErrorKind::AlreadyExists
+                                    && path.is_dir() => {}
                             Err(e) => return Err(Error::io(path.display(), e)),
                         }
                         c.dirs.fetch_add(1, Ordering::Relaxed);
-                        let sub = node
-                            .subtree
-                            .ok_or_else(|| Error::corrupt(format!("{}: directory without a tree", path.display())))?;
+                        let sub = node.subtree.ok_or_else(|| {
+                            Error::corrupt(format!("{}: directory without a tree", path.display()))
+                        })?;
                         stack.push((path.clone(), sub));
                         dirs.push((path, node));
                     }
                     NodeKind::Symlink => {
-                        let target = node
-                            .target
-                            .as_ref()
-                            .ok_or_else(|| Error::corrupt(format!("{}: symlink without a target", path.display())))?;
+                        let target = node.target.as_ref().ok_or_else(|| {
+                            Error::corrupt(format!("{}: symlink without a target", path.display()))
+                        })?;
                         if overwrite && path.symlink_metadata().is_ok() {
-                            std::fs::remove_file(&path).map_err(|e| Error::io(path.display(), e))?;
+                            std::fs::remove_file(&path)
+                                .map_err(|e| Error::io(path.display(), e))?;
                         }
                         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
                             .map_err(|e| Error::io(path.display(), e))?;
                         apply_owner(&path, &node)?;
                         let t = FileTime::from_unix_time(node.mtime, node.mtime_nsec);
-                        filetime::set_symlink_file_times(&path, t, t).map_err(|e| Error::io(path.display(), e))?;
+                        filetime::set_symlink_file_times(&path, t, t)
+                            .map_err(|e| Error::io(path.display(), e))?;
                         c.symlinks.fetch_add(1, Ordering::Relaxed);
                     }
                     NodeKind::File => {

@@ -177,7 +177,9 @@ impl SealKey {
     /// envelope under a fresh random nonce.
     pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
         let packed = match c {
-            Compression::Zstd(level) => compress(level, plaintext).filter(|z| z.len() < plaintext.len()),
+            Compression::Zstd(level) => {
+                compress(level, plaintext).filter(|z| z.len() < plaintext.len())
+            }
             Compression::None => None,
         };
         let (flag, payload) = match &packed {
@@ -194,7 +196,11 @@ impl SealKey {
         out[NONCE_LEN + 1..body_end].copy_from_slice(payload);
         let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
         let tag = cipher
-            .encrypt_inout_detached(&nonce, &aad(kind, name), (&mut out[NONCE_LEN..body_end]).into())
+            .encrypt_inout_detached(
+                &nonce,
+                &aad(kind, name),
+                (&mut out[NONCE_LEN..body_end]).into(),
+            )
             .expect("XChaCha20-Poly1305 seals any length walden produces");
         out[body_end..].copy_from_slice(&tag);
         out
@@ -215,14 +221,21 @@ impl SealKey {
         let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
         cipher
             .decrypt_inout_detached(&nonce, &aad(kind, name), body.as_mut_slice().into(), &tag)
-            .map_err(|_| Error::corrupt("envelope failed authentication (wrong key, or the bytes were altered)"))?;
+            .map_err(|_| {
+                Error::corrupt(
+                    "envelope failed authentication (wrong key, or the bytes were altered)",
+                )
+            })?;
         match body[0] {
             FLAG_RAW => {
                 body.remove(0);
                 Ok(body)
             }
-            FLAG_ZSTD => zstd::decode_all(&body[1..])
-                .map_err(|e| Error::corrupt(format!("authenticated zstd payload does not decompress: {e}"))),
+            FLAG_ZSTD => zstd::decode_all(&body[1..]).map_err(|e| {
+                Error::corrupt(format!(
+                    "authenticated zstd payload does not decompress: {e}"
+                ))
+            }),
             f => Err(Error::corrupt(format!("unknown envelope flag {f}"))),
         }
     }
@@ -264,9 +277,11 @@ impl KdfParams {
                 Self::ALGORITHM
             )));
         }
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| Error::corrupt(format!("invalid Argon2id parameters: {e}")))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| Error::corrupt(format!("invalid Argon2id parameters: {e}")))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(password, &self.salt, &mut out)
@@ -303,7 +318,10 @@ mod tests {
         assert!(k.open(Kind::DataBlob, b"n2", &e).is_err(), "name is bound");
         let mut bad = e.clone();
         bad[30] ^= 1;
-        assert!(k.open(Kind::DataBlob, b"n1", &bad).is_err(), "tampering is caught");
+        assert!(
+            k.open(Kind::DataBlob, b"n1", &bad).is_err(),
+            "tampering is caught"
+        );
         let other = MasterKey::generate();
         assert!(other.open(Kind::DataBlob, b"n1", &e).is_err());
     }

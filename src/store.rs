@@ -47,7 +47,11 @@ fn split_url(rest: &str) -> (String, String, HashMap<String, String>) {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    (bucket.to_string(), format!("/{}", prefix.trim_matches('/')), q)
+    (
+        bucket.to_string(),
+        format!("/{}", prefix.trim_matches('/')),
+        q,
+    )
 }
 
 fn odal(location: &str, e: opendal::Error) -> Error {
@@ -67,9 +71,18 @@ impl Store {
                 .root(&root)
                 .disable_config_load()
                 .disable_ec2_metadata();
-            let region = q.get("region").cloned().or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
+            let region = q
+                .get("region")
+                .cloned()
+                .or_else(|| env("AWS_REGION"))
+                .or_else(|| env("AWS_DEFAULT_REGION"));
             b = b.region(region.as_deref().unwrap_or("us-east-1"));
-            if let Some(ep) = q.get("endpoint").cloned().or_else(|| env("AWS_ENDPOINT_URL_S3")).or_else(|| env("AWS_ENDPOINT_URL")) {
+            if let Some(ep) = q
+                .get("endpoint")
+                .cloned()
+                .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+                .or_else(|| env("AWS_ENDPOINT_URL"))
+            {
                 b = b.endpoint(&ep);
             }
             match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
@@ -93,12 +106,22 @@ impl Store {
                 .disable_config_load()
                 .disable_vm_metadata();
             let endpoint = q.get("endpoint").cloned().or_else(|| {
-                env("STORAGE_EMULATOR_HOST").map(|h| if h.contains("://") { h } else { format!("http://{h}") })
+                env("STORAGE_EMULATOR_HOST").map(|h| {
+                    if h.contains("://") {
+                        h
+                    } else {
+                        format!("http://{h}")
+                    }
+                })
             });
             if let Some(ep) = &endpoint {
                 b = b.endpoint(ep);
             }
-            if let Some(path) = q.get("credential_path").cloned().or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS")) {
+            if let Some(path) = q
+                .get("credential_path")
+                .cloned()
+                .or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"))
+            {
                 b = b.credential_path(&path);
             } else if endpoint.is_some() {
                 // An emulator takes unsigned requests.
@@ -110,7 +133,8 @@ impl Store {
             }
             Operator::new(b).map_err(|e| Error::invalid(format!("{url}: {e}")))?
         } else if url.starts_with("memory://") {
-            Operator::new(opendal::services::Memory::default()).map_err(|e| Error::internal(e.to_string()))?
+            Operator::new(opendal::services::Memory::default())
+                .map_err(|e| Error::internal(e.to_string()))?
         } else if url.contains("://") {
             return Err(Error::invalid(format!(
                 "{url}: unknown repository scheme (use a path, s3://bucket/prefix or gs://bucket/prefix)"
@@ -134,7 +158,11 @@ impl Store {
             Operator::new(b).map_err(|e| Error::invalid(format!("{url}: {e}")))?
         };
         let op = op
-            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(300)).with_io_timeout(Duration::from_secs(60)))
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(300))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
             .layer(RetryLayer::new().with_jitter().with_max_times(5));
         Ok(Store {
             op,
@@ -159,7 +187,9 @@ impl Store {
     pub async fn get(&self, name: &str) -> Result<Vec<u8>> {
         match self.op.read(name).await {
             Ok(b) => Ok(b.to_vec()),
-            Err(e) if e.kind() == OdKind::NotFound => Err(Error::not_found(format!("{name} is missing from the repository"))),
+            Err(e) if e.kind() == OdKind::NotFound => Err(Error::not_found(format!(
+                "{name} is missing from the repository"
+            ))),
             Err(e) => Err(odal(&self.location, e).context(format!("reading {name}"))),
         }
     }
@@ -172,7 +202,9 @@ impl Store {
                 "{name}: wanted {len} bytes at offset {offset}, got {}",
                 b.len()
             ))),
-            Err(e) if e.kind() == OdKind::NotFound => Err(Error::not_found(format!("{name} is missing from the repository"))),
+            Err(e) if e.kind() == OdKind::NotFound => Err(Error::not_found(format!(
+                "{name} is missing from the repository"
+            ))),
             Err(e) if e.kind() == OdKind::RangeNotSatisfied => Err(Error::corrupt(format!(
                 "{name} is shorter than expected (range {offset}+{len})"
             ))),

@@ -40,7 +40,9 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
 
     repo.catalog().clear()?;
     for l in repo.store().list(layout::INDEX).await? {
-        let Some(id) = layout::id_of(&l.name) else { continue };
+        let Some(id) = layout::id_of(&l.name) else {
+            continue;
+        };
         report.index_files += 1;
         match repo.read_index(&id).await {
             Ok(idx) => repo.catalog().add_index(&id, &idx)?,
@@ -56,9 +58,13 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
         match stored.get(id) {
             None => {
                 missing_packs.insert(*id);
-                report.errors.push(format!("pack {id} is named by an index but missing from the repository"));
+                report.errors.push(format!(
+                    "pack {id} is named by an index but missing from the repository"
+                ));
             }
-            Some(s) if s != size => report.errors.push(format!("pack {id} has {s} bytes, the index records {size}")),
+            Some(s) if s != size => report
+                .errors
+                .push(format!("pack {id} has {s} bytes, the index records {size}")),
             Some(_) => {}
         }
     }
@@ -66,7 +72,9 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
     // Snapshots: read each from the repository, walk its trees.
     let mut seen_trees = HashSet::new();
     for l in repo.store().list(layout::SNAPSHOTS).await? {
-        let Some(sid) = layout::id_of(&l.name) else { continue };
+        let Some(sid) = layout::id_of(&l.name) else {
+            continue;
+        };
         report.snapshots += 1;
         let snap = match repo.read_snapshot(&sid).await {
             Ok(s) => s,
@@ -75,7 +83,8 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
                 continue;
             }
         };
-        repo.catalog().add_snapshot(&sid, &snap.time, &snap.encode())?;
+        repo.catalog()
+            .add_snapshot(&sid, &snap.time, &snap.encode())?;
         let mut stack = match snap.tree() {
             Ok(t) => vec![(String::new(), t)],
             Err(e) => {
@@ -91,16 +100,25 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
             let tree = match repo.read_tree(&tree_id).await {
                 Ok(t) => t,
                 Err(e) => {
-                    report.errors.push(format!("snapshot {}: directory /{path}: {e}", sid.short()));
+                    report
+                        .errors
+                        .push(format!("snapshot {}: directory /{path}: {e}", sid.short()));
                     continue;
                 }
             };
             for n in tree.nodes {
-                let child = if path.is_empty() { n.name_lossy() } else { format!("{path}/{}", n.name_lossy()) };
+                let child = if path.is_empty() {
+                    n.name_lossy()
+                } else {
+                    format!("{path}/{}", n.name_lossy())
+                };
                 match n.kind {
                     NodeKind::Dir => match n.subtree {
                         Some(t) => stack.push((child, t)),
-                        None => report.errors.push(format!("snapshot {}: /{child}: directory without a tree", sid.short())),
+                        None => report.errors.push(format!(
+                            "snapshot {}: /{child}: directory without a tree",
+                            sid.short()
+                        )),
                     },
                     NodeKind::File => {
                         for b in &n.content {
@@ -109,15 +127,19 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
                                     "snapshot {}: /{child}: blob {b} is not in any index",
                                     sid.short()
                                 )),
-                                Some(loc) if missing_packs.contains(&loc.pack) => report.errors.push(format!(
-                                    "snapshot {}: /{child}: blob {b} is in missing pack {}",
-                                    sid.short(),
-                                    loc.pack
-                                )),
-                                Some(loc) if loc.blob_type != BlobType::Data => report.errors.push(format!(
-                                    "snapshot {}: /{child}: blob {b} is not a data blob",
-                                    sid.short()
-                                )),
+                                Some(loc) if missing_packs.contains(&loc.pack) => {
+                                    report.errors.push(format!(
+                                        "snapshot {}: /{child}: blob {b} is in missing pack {}",
+                                        sid.short(),
+                                        loc.pack
+                                    ))
+                                }
+                                Some(loc) if loc.blob_type != BlobType::Data => {
+                                    report.errors.push(format!(
+                                        "snapshot {}: /{child}: blob {b} is not a data blob",
+                                        sid.short()
+                                    ))
+                                }
                                 Some(_) => {}
                             }
                         }
@@ -129,7 +151,11 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
     }
 
     if read_data {
-        let present: Vec<Id> = indexed.iter().map(|(id, _)| *id).filter(|id| !missing_packs.contains(id)).collect();
+        let present: Vec<Id> = indexed
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !missing_packs.contains(id))
+            .collect();
         let mut checks = futures_util::stream::iter(present.into_iter().map(|id| async move {
             let bytes = repo.store().get(&layout::pack(&id)).await?;
             let key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
@@ -161,7 +187,11 @@ fn check_pack(key: &crate::seal::MasterKey, id: &Id, bytes: &[u8]) -> (u64, Vec<
             if let Some(entries) = bytes
                 .len()
                 .checked_sub(4)
-                .and_then(|t| pack::header_length(&bytes[t..]).ok().map(|h| (t, h as usize)))
+                .and_then(|t| {
+                    pack::header_length(&bytes[t..])
+                        .ok()
+                        .map(|h| (t, h as usize))
+                })
                 .and_then(|(t, h)| t.checked_sub(h).map(|s| &bytes[s..t]))
                 .and_then(|h| pack::decode_header(key, h).ok())
             {
@@ -173,19 +203,30 @@ fn check_pack(key: &crate::seal::MasterKey, id: &Id, bytes: &[u8]) -> (u64, Vec<
     check_blobs(key, id, bytes, &entries)
 }
 
-fn check_blobs(key: &crate::seal::MasterKey, id: &Id, bytes: &[u8], entries: &[pack::PackEntry]) -> (u64, Vec<String>) {
+fn check_blobs(
+    key: &crate::seal::MasterKey,
+    id: &Id,
+    bytes: &[u8],
+    entries: &[pack::PackEntry],
+) -> (u64, Vec<String>) {
     let mut errs = Vec::new();
     let mut n = 0;
     for e in entries {
         let end = e.offset as usize + e.length as usize;
         let Some(env) = bytes.get(e.offset as usize..end) else {
-            errs.push(format!("pack {id} blob {}: lies beyond the end of the pack", e.id));
+            errs.push(format!(
+                "pack {id} blob {}: lies beyond the end of the pack",
+                e.id
+            ));
             continue;
         };
         n += 1;
         match key.open(e.blob_type.seal_kind(), &e.id.0, env) {
             Ok(plain) if key.blob_id(&plain) == e.id && plain.len() == e.raw_length as usize => {}
-            Ok(_) => errs.push(format!("pack {id} blob {}: content does not match its id", e.id)),
+            Ok(_) => errs.push(format!(
+                "pack {id} blob {}: content does not match its id",
+                e.id
+            )),
             Err(err) => errs.push(format!("pack {id} blob {}: {err}", e.id)),
         }
     }

@@ -19,7 +19,11 @@ use walden::store::Store;
 use walden::verify;
 
 #[derive(Parser)]
-#[command(name = "walden", version, about = "Point-in-time recovery for PostgreSQL: deduplicated, compressed, encrypted backups on disk, S3 or GCS")]
+#[command(
+    name = "walden",
+    version,
+    about = "Point-in-time recovery for PostgreSQL: deduplicated, compressed, encrypted backups on disk, S3 or GCS"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -142,8 +146,10 @@ struct Settings {
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("config file {}", path.display()), e))?;
-    toml::from_str(&text).map_err(|e| Error::invalid(format!("config file {}: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("config file {}", path.display()), e))?;
+    toml::from_str(&text)
+        .map_err(|e| Error::invalid(format!("config file {}: {e}", path.display())))
 }
 
 fn default_cache() -> PathBuf {
@@ -162,12 +168,18 @@ fn settings(g: &Global) -> Result<Settings> {
         None => ConfigFile::default(),
     };
     let repo = g.repo.clone().or(file.repo).ok_or_else(|| {
-        Error::invalid("no repository given: pass --repo, set WALDEN_REPO, or name one in the --config file")
+        Error::invalid(
+            "no repository given: pass --repo, set WALDEN_REPO, or name one in the --config file",
+        )
     })?;
     Ok(Settings {
         repo,
         password_file: g.password_file.clone().or(file.password_file),
-        cache_dir: g.cache_dir.clone().or(file.cache_dir).unwrap_or_else(default_cache),
+        cache_dir: g
+            .cache_dir
+            .clone()
+            .or(file.cache_dir)
+            .unwrap_or_else(default_cache),
         json: g.json,
     })
 }
@@ -179,7 +191,10 @@ fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<Vec<u8
     let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
-        return Err(Error::invalid(format!("{what} file {} is empty", path.display())));
+        return Err(Error::invalid(format!(
+            "{what} file {} is empty",
+            path.display()
+        )));
     }
     Ok(zeroize::Zeroizing::new(line.to_vec()))
 }
@@ -225,7 +240,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn main() -> Result<()> {
@@ -233,7 +252,8 @@ pub fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WALDEN_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WALDEN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -283,7 +303,9 @@ async fn run(cli: Cli) -> Result<()> {
             let opts = BackupOptions { path, parent, tags };
             let (id, snap) = backup::run(repo, opts, Arc::default()).await?;
             if s.json {
-                print_json(&json!({"id": id, "time": snap.time, "paths": snap.paths, "parent": snap.parent, "summary": snap.summary}));
+                print_json(
+                    &json!({"id": id, "time": snap.time, "paths": snap.paths, "parent": snap.parent, "summary": snap.summary}),
+                );
             } else {
                 let m = &snap.summary;
                 println!("snapshot {id} saved");
@@ -320,7 +342,10 @@ async fn run(cli: Cli) -> Result<()> {
                     .collect();
                 print_json(&serde_json::Value::Array(v));
             } else {
-                println!("{:<8}  {:<20}  {:<12}  {:>8}  {:>10}  {:>10}  path", "id", "time", "host", "files", "size", "added");
+                println!(
+                    "{:<8}  {:<20}  {:<12}  {:>8}  {:>10}  {:>10}  path",
+                    "id", "time", "host", "files", "size", "added"
+                );
                 for (id, sn) in &snaps {
                     let t = sn.time.get(..19).unwrap_or(&sn.time).replace('T', " ");
                     println!(
@@ -337,11 +362,23 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{} snapshot(s)", snaps.len());
             }
         }
-        Command::Restore { snapshot, to, overwrite } => {
+        Command::Restore {
+            snapshot,
+            to,
+            overwrite,
+        } => {
             let repo = Arc::new(open(&s).await?);
             let (id, snap) = repo.find_snapshot(&snapshot)?;
             let guard = lock::acquire(&repo, false).await?;
-            let r = restore::run(repo.clone(), &snap, RestoreOptions { target: to.clone(), overwrite }).await;
+            let r = restore::run(
+                repo.clone(),
+                &snap,
+                RestoreOptions {
+                    target: to.clone(),
+                    overwrite,
+                },
+            )
+            .await;
             let released = guard.release().await;
             let stats = r?;
             released?;
@@ -378,12 +415,19 @@ async fn run(cli: Cli) -> Result<()> {
                     report.index_files,
                     report.packs,
                     report.trees,
-                    if read_data { format!(", {} blobs read", report.blobs_read) } else { String::new() },
+                    if read_data {
+                        format!(", {} blobs read", report.blobs_read)
+                    } else {
+                        String::new()
+                    },
                     report.unindexed_packs
                 );
             }
             if !report.errors.is_empty() {
-                return Err(Error::corrupt(format!("verify found {} problem(s)", report.errors.len())));
+                return Err(Error::corrupt(format!(
+                    "verify found {} problem(s)",
+                    report.errors.len()
+                )));
             }
             if !s.json {
                 println!("no problems found");
@@ -397,18 +441,29 @@ async fn run(cli: Cli) -> Result<()> {
             if s.json {
                 print_json(&json!({"blobs": n, "snapshots": repo.snapshots()?.len()}));
             } else {
-                println!("catalog rebuilt: {n} blobs, {} snapshots", repo.snapshots()?.len());
+                println!(
+                    "catalog rebuilt: {n} blobs, {} snapshots",
+                    repo.snapshots()?.len()
+                );
             }
         }
         Command::Unlock { all } => {
             let repo = open(&s).await?;
             let removed = lock::unlock(&repo, all).await?;
             if s.json {
-                let v: Vec<_> = removed.iter().map(|l| json!({"id": l.id, "host": l.lock.host, "pid": l.lock.pid})).collect();
+                let v: Vec<_> = removed
+                    .iter()
+                    .map(|l| json!({"id": l.id, "host": l.lock.host, "pid": l.lock.pid}))
+                    .collect();
                 print_json(&serde_json::Value::Array(v));
             } else {
                 for l in &removed {
-                    println!("removed lock {} (host {}, pid {})", l.id.short(), l.lock.host, l.lock.pid);
+                    println!(
+                        "removed lock {} (host {}, pid {})",
+                        l.id.short(),
+                        l.lock.host,
+                        l.lock.pid
+                    );
                 }
                 println!("{} lock(s) removed", removed.len());
             }
@@ -421,7 +476,9 @@ async fn key(s: &Settings, k: KeyCommand) -> Result<()> {
     let mut repo = open(s).await?;
     match k {
         KeyCommand::Add { new_password_file } => {
-            let id = repo.add_key(&new_password(&new_password_file)?, KdfCost::default()).await?;
+            let id = repo
+                .add_key(&new_password(&new_password_file)?, KdfCost::default())
+                .await?;
             report_key(s, "added", &id);
         }
         KeyCommand::List => {
@@ -446,7 +503,9 @@ async fn key(s: &Settings, k: KeyCommand) -> Result<()> {
             report_key(s, "removed", &removed);
         }
         KeyCommand::Passwd { new_password_file } => {
-            let id = repo.change_password(&new_password(&new_password_file)?, KdfCost::default()).await?;
+            let id = repo
+                .change_password(&new_password(&new_password_file)?, KdfCost::default())
+                .await?;
             report_key(s, "changed password; new key", &id);
         }
     }

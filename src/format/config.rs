@@ -46,7 +46,10 @@ impl Config {
         }
         c.chunker.validate()?;
         if !(1 << 20..=1 << 30).contains(&c.pack_size) {
-            return Err(Error::corrupt(format!("pack size {} out of range", c.pack_size)));
+            return Err(Error::corrupt(format!(
+                "pack size {} out of range",
+                c.pack_size
+            )));
         }
         Ok(c)
     }

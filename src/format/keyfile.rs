@@ -22,10 +22,22 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Wraps `master` under `password` for the key file that will be named `id`.
-    pub fn wrap(id: &Id, master: &MasterKey, password: &[u8], kdf: KdfParams, host: &str, user: &str) -> Result<KeyFile> {
+    pub fn wrap(
+        id: &Id,
+        master: &MasterKey,
+        password: &[u8],
+        kdf: KdfParams,
+        host: &str,
+        user: &str,
+    ) -> Result<KeyFile> {
         let kek = kdf.derive(password)?;
         let master_bytes = master.to_bytes();
-        let sealed = kek.seal(crate::seal::Kind::MasterKey, &id.0, &master_bytes, Compression::None);
+        let sealed = kek.seal(
+            crate::seal::Kind::MasterKey,
+            &id.0,
+            &master_bytes,
+            Compression::None,
+        );
         Ok(KeyFile {
             version: super::VERSION,
             created: super::format_time(std::time::SystemTime::now()),
@@ -53,7 +65,10 @@ impl KeyFile {
     pub fn decode(bytes: &[u8]) -> Result<KeyFile> {
         let k: KeyFile = super::from_json("key file", bytes)?;
         if k.version != super::VERSION {
-            return Err(Error::unsupported(format!("key file version {} is not supported", k.version)));
+            return Err(Error::unsupported(format!(
+                "key file version {} is not supported",
+                k.version
+            )));
         }
         Ok(k)
     }

@@ -66,7 +66,8 @@ impl PackBuilder {
         let header = encode_header(&self.entries);
         let sealed = key.seal(Kind::PackHeader, b"", &header, Compression::None);
         self.bytes.extend_from_slice(&sealed);
-        self.bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         (Id::hash(&self.bytes), self.bytes, self.entries)
     }
 }
@@ -123,20 +124,30 @@ pub fn decode_header(key: &MasterKey, envelope: &[u8]) -> Result<Vec<PackEntry>>
 /// Parses a whole pack: checks its name, trailer and header.
 pub fn decode(key: &MasterKey, expected: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
     if Id::hash(bytes) != *expected {
-        return Err(Error::corrupt(format!("pack {expected}: content does not match its name")));
+        return Err(Error::corrupt(format!(
+            "pack {expected}: content does not match its name"
+        )));
     }
     if bytes.len() < 4 {
         return Err(Error::corrupt(format!("pack {expected} is truncated")));
     }
     let hl = header_length(&bytes[bytes.len() - 4..])? as usize;
     if hl + 4 > bytes.len() {
-        return Err(Error::corrupt(format!("pack {expected}: header length {hl} exceeds the pack")));
+        return Err(Error::corrupt(format!(
+            "pack {expected}: header length {hl} exceeds the pack"
+        )));
     }
     let start = bytes.len() - 4 - hl;
-    let entries = decode_header(key, &bytes[start..bytes.len() - 4]).map_err(|e| e.context(format!("pack {expected}")))?;
-    let end = entries.last().map(|e| e.offset as usize + e.length as usize).unwrap_or(0);
+    let entries = decode_header(key, &bytes[start..bytes.len() - 4])
+        .map_err(|e| e.context(format!("pack {expected}")))?;
+    let end = entries
+        .last()
+        .map(|e| e.offset as usize + e.length as usize)
+        .unwrap_or(0);
     if end != start {
-        return Err(Error::corrupt(format!("pack {expected}: header does not cover the pack's blobs")));
+        return Err(Error::corrupt(format!(
+            "pack {expected}: header does not cover the pack's blobs"
+        )));
     }
     Ok(entries)
 }

@@ -49,7 +49,10 @@ impl Snapshot {
     pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         let s: Snapshot = super::from_json("snapshot", bytes)?;
         if s.version != super::VERSION {
-            return Err(Error::unsupported(format!("snapshot version {}", s.version)));
+            return Err(Error::unsupported(format!(
+                "snapshot version {}",
+                s.version
+            )));
         }
         Ok(s)
     }

@@ -40,7 +40,11 @@ pub struct Node {
     pub content: Vec<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_os_bytes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_os_bytes"
+    )]
     pub target: Option<Vec<u8>>,
 }
 
@@ -83,7 +87,9 @@ mod os_bytes {
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
         match std::str::from_utf8(b) {
             Ok(t) => BytesRepr::Text(t.to_string()),
-            Err(_) => BytesRepr::Raw { hex: hex::encode(b) },
+            Err(_) => BytesRepr::Raw {
+                hex: hex::encode(b),
+            },
         }
         .serialize(s)
     }
@@ -97,13 +103,18 @@ mod os_bytes {
 
 mod opt_os_bytes {
     use super::*;
-    pub fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        b: &Option<Vec<u8>>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         match b {
             Some(b) => super::os_bytes::serialize(b, s),
             None => s.serialize_none(),
         }
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<Vec<u8>>, D::Error> {
         super::os_bytes::deserialize(d).map(Some)
     }
 }

@@ -32,7 +32,8 @@ fn is_stale(l: &Lock) -> bool {
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .is_some_and(|age| age > STALE_AFTER);
     // SAFETY: kill with signal 0 only checks whether the process exists.
-    let dead_here = l.host == host_name() && unsafe { libc::kill(l.pid as i32, 0) } != 0
+    let dead_here = l.host == host_name()
+        && unsafe { libc::kill(l.pid as i32, 0) } != 0
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
     old || dead_here
 }
@@ -44,14 +45,21 @@ fn seal_lock(repo: &Repo, id: &Id, exclusive: bool) -> Vec<u8> {
         pid: std::process::id(),
         exclusive,
     };
-    repo.key().seal(crate::seal::Kind::Lock, &id.0, &l.encode(), Compression::None)
+    repo.key().seal(
+        crate::seal::Kind::Lock,
+        &id.0,
+        &l.encode(),
+        Compression::None,
+    )
 }
 
 /// Every lock in the repository.
 pub async fn list(repo: &Repo) -> Result<Vec<HeldLock>> {
     let mut out = Vec::new();
     for l in repo.store().list(layout::LOCKS).await? {
-        let Some(id) = layout::id_of(&l.name) else { continue };
+        let Some(id) = layout::id_of(&l.name) else {
+            continue;
+        };
         let sealed = match repo.store().get(&l.name).await {
             Ok(s) => s,
             Err(e) if e.kind() == crate::error::Kind::NotFound => continue, // released meanwhile
@@ -79,7 +87,11 @@ impl Guard {
 }
 
 fn conflict(l: &HeldLock) -> Error {
-    let kind = if l.lock.exclusive { "an exclusive" } else { "a" };
+    let kind = if l.lock.exclusive {
+        "an exclusive"
+    } else {
+        "a"
+    };
     if l.stale {
         Error::conflict(format!(
             "the repository has {kind} stale lock {} (host {}, pid {}, taken {}); if that process is gone, run `walden unlock`",
@@ -108,7 +120,9 @@ pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
     }
     let id = Id::random();
     let name = layout::lock(&id);
-    repo.store().put(&name, seal_lock(repo, &id, exclusive)).await?;
+    repo.store()
+        .put(&name, seal_lock(repo, &id, exclusive))
+        .await?;
     // Two lockers can pass the first check together; looking again after
     // writing our own lock makes sure at least one of them backs off.
     if let Some(l) = list(repo).await?.iter().find(|l| l.id != id && blocks(l)) {
@@ -127,7 +141,12 @@ pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
                 pid: std::process::id(),
                 exclusive,
             };
-            let sealed = refresh_key.seal(crate::seal::Kind::Lock, &id.0, &l.encode(), Compression::None);
+            let sealed = refresh_key.seal(
+                crate::seal::Kind::Lock,
+                &id.0,
+                &l.encode(),
+                Compression::None,
+            );
             if let Err(e) = store.put(&body_name, sealed).await {
                 tracing::warn!("could not refresh lock {body_name}: {e}");
             }

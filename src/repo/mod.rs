@@ -81,8 +81,15 @@ pub fn user_name() -> String {
 
 impl Repo {
     /// Creates a new repository at `store`, refusing if one is there already.
-    pub async fn init(store: Store, password: &[u8], cost: KdfCost, cache_root: &Path) -> Result<Repo> {
-        if store.size(layout::CONFIG).await?.is_some() || !store.list(layout::KEYS).await?.is_empty() {
+    pub async fn init(
+        store: Store,
+        password: &[u8],
+        cost: KdfCost,
+        cache_root: &Path,
+    ) -> Result<Repo> {
+        if store.size(layout::CONFIG).await?.is_some()
+            || !store.list(layout::KEYS).await?.is_empty()
+        {
             return Err(Error::conflict(format!(
                 "{}: a repository already exists here; init refuses to overwrite it",
                 store.location()
@@ -91,12 +98,24 @@ impl Repo {
         let key = MasterKey::generate();
         let config = Config::generate();
         let key_id = Id::random();
-        let kf = KeyFile::wrap(&key_id, &key, password, cost.params(), &host_name(), &user_name())?;
+        let kf = KeyFile::wrap(
+            &key_id,
+            &key,
+            password,
+            cost.params(),
+            &host_name(),
+            &user_name(),
+        )?;
         // The key first, then the config: a config without a key could never
         // be opened, while a lone key file is harmless and is refused by a
         // second init just the same.
         store.put(&layout::key(&key_id), kf.encode()).await?;
-        let sealed = key.seal(crate::seal::Kind::Config, b"", &config.encode(), Compression::None);
+        let sealed = key.seal(
+            crate::seal::Kind::Config,
+            b"",
+            &config.encode(),
+            Compression::None,
+        );
         store.put(layout::CONFIG, sealed).await?;
         let catalog = Catalog::open(&catalog_path(cache_root, &config.id))?;
         catalog.clear()?;
@@ -117,7 +136,11 @@ impl Repo {
         Ok(repo)
     }
 
-    async fn open_uncached(store: Store, password: &[u8], cache_root: Option<&Path>) -> Result<Repo> {
+    async fn open_uncached(
+        store: Store,
+        password: &[u8],
+        cache_root: Option<&Path>,
+    ) -> Result<Repo> {
         let sealed_config = match store.get(layout::CONFIG).await {
             Ok(c) => c,
             Err(e) if e.kind() == Kind::NotFound => {
@@ -131,7 +154,9 @@ impl Repo {
         let keys = store.list(layout::KEYS).await?;
         let mut opened = None;
         for k in &keys {
-            let Some(id) = layout::id_of(&k.name) else { continue };
+            let Some(id) = layout::id_of(&k.name) else {
+                continue;
+            };
             let kf = match KeyFile::decode(&store.get(&k.name).await?) {
                 Ok(kf) => kf,
                 Err(e) => {
@@ -150,11 +175,18 @@ impl Repo {
         }
         let Some((key_id, key)) = opened else {
             if keys.is_empty() {
-                return Err(Error::corrupt(format!("{}: the repository has no key files", store.location())));
+                return Err(Error::corrupt(format!(
+                    "{}: the repository has no key files",
+                    store.location()
+                )));
             }
             return Err(Error::new(
                 Kind::WrongPassword,
-                format!("wrong password: none of the {} key(s) of {} opens with it", keys.len(), store.location()),
+                format!(
+                    "wrong password: none of the {} key(s) of {} opens with it",
+                    keys.len(),
+                    store.location()
+                ),
             ));
         };
         let config_bytes = key
@@ -209,7 +241,8 @@ impl Repo {
             .iter()
             .filter_map(|l| layout::id_of(&l.name))
             .collect();
-        let known: std::collections::HashSet<Id> = self.catalog.known_indexes()?.into_iter().collect();
+        let known: std::collections::HashSet<Id> =
+            self.catalog.known_indexes()?.into_iter().collect();
         let listed_set: std::collections::HashSet<Id> = listed.iter().copied().collect();
         if known.iter().any(|k| !listed_set.contains(k)) {
             tracing::info!("an index file the catalog knows is gone; rebuilding the catalog");
@@ -260,7 +293,12 @@ impl Repo {
             .iter()
             .filter_map(|l| layout::id_of(&l.name))
             .collect();
-        let cached: std::collections::HashSet<Id> = self.catalog.snapshots()?.into_iter().map(|s| s.id).collect();
+        let cached: std::collections::HashSet<Id> = self
+            .catalog
+            .snapshots()?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         let listed_set: std::collections::HashSet<Id> = listed.iter().copied().collect();
         for gone in cached.iter().filter(|c| !listed_set.contains(c)) {
             self.catalog.remove_snapshot(gone)?;
@@ -300,11 +338,18 @@ impl Repo {
                 .max_by(|a, b| a.1.time.cmp(&b.1.time))
                 .ok_or_else(|| Error::not_found("the repository has no snapshots"));
         }
-        let matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(spec)).collect();
+        let matches: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(spec))
+            .collect();
         match matches.len() {
-            0 => Err(Error::not_found(format!("no snapshot {spec:?} in the repository"))),
+            0 => Err(Error::not_found(format!(
+                "no snapshot {spec:?} in the repository"
+            ))),
             1 => Ok(matches.into_iter().next().expect("one")),
-            n => Err(Error::invalid(format!("snapshot prefix {spec:?} matches {n} snapshots"))),
+            n => Err(Error::invalid(format!(
+                "snapshot prefix {spec:?} matches {n} snapshots"
+            ))),
         }
     }
 
@@ -312,7 +357,12 @@ impl Repo {
     pub async fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         let id = Id::random();
         let plain = snap.encode();
-        let sealed = self.key.seal(crate::seal::Kind::Snapshot, &id.0, &plain, Compression::Zstd(3));
+        let sealed = self.key.seal(
+            crate::seal::Kind::Snapshot,
+            &id.0,
+            &plain,
+            Compression::Zstd(3),
+        );
         self.store.put(&layout::snapshot(&id), sealed).await?;
         self.catalog.add_snapshot(&id, &snap.time, &plain)?;
         Ok(id)
@@ -321,18 +371,21 @@ impl Repo {
     /// Writes an index file and records it in the catalog.
     pub async fn save_index(&self, index: &Index) -> Result<Id> {
         let id = Id::random();
-        let sealed = self
-            .key
-            .seal(crate::seal::Kind::Index, &id.0, &index.encode(), Compression::Zstd(3));
+        let sealed = self.key.seal(
+            crate::seal::Kind::Index,
+            &id.0,
+            &index.encode(),
+            Compression::Zstd(3),
+        );
         self.store.put(&layout::index(&id), sealed).await?;
         self.catalog.add_index(&id, index)?;
         Ok(id)
     }
 
     pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
-        self.catalog
-            .lookup(id)?
-            .ok_or_else(|| Error::not_found(format!("blob {id} is not in any index of the repository")))
+        self.catalog.lookup(id)?.ok_or_else(|| {
+            Error::not_found(format!("blob {id} is not in any index of the repository"))
+        })
     }
 
     /// Opens a blob envelope read from a pack and checks its id.
@@ -343,7 +396,10 @@ impl Repo {
             .open(loc.blob_type.seal_kind(), &id.0, envelope)
             .map_err(|e| e.context(what()))?;
         if plain.len() != loc.raw_length as usize || self.key.blob_id(&plain) != *id {
-            return Err(Error::corrupt(format!("{}: content does not match its id", what())));
+            return Err(Error::corrupt(format!(
+                "{}: content does not match its id",
+                what()
+            )));
         }
         Ok(plain)
     }
@@ -353,7 +409,11 @@ impl Repo {
         let loc = self.locate(id)?;
         let env = self
             .store
-            .get_range(&layout::pack(&loc.pack), loc.offset as u64, loc.length as u64)
+            .get_range(
+                &layout::pack(&loc.pack),
+                loc.offset as u64,
+                loc.length as u64,
+            )
             .await
             .map_err(|e| e.context(format!("blob {id}")))?;
         self.open_blob(id, &loc, &env)
@@ -372,7 +432,9 @@ impl Repo {
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for k in self.store.list(layout::KEYS).await? {
-            let Some(id) = layout::id_of(&k.name) else { continue };
+            let Some(id) = layout::id_of(&k.name) else {
+                continue;
+            };
             let kf = KeyFile::decode(&self.store.get(&k.name).await?)?;
             out.push(KeyInfo {
                 id,
@@ -388,7 +450,14 @@ impl Repo {
     /// Adds a key file that opens the repository with `password`.
     pub async fn add_key(&self, password: &[u8], cost: KdfCost) -> Result<Id> {
         let id = Id::random();
-        let kf = KeyFile::wrap(&id, &self.key, password, cost.params(), &host_name(), &user_name())?;
+        let kf = KeyFile::wrap(
+            &id,
+            &self.key,
+            password,
+            cost.params(),
+            &host_name(),
+            &user_name(),
+        )?;
         self.store.put(&layout::key(&id), kf.encode()).await?;
         // Read it back: a key that cannot be opened must not be reported added.
         let back = KeyFile::decode(&self.store.get(&layout::key(&id)).await?)?;
@@ -399,14 +468,19 @@ impl Repo {
     /// Removes a key file by id or unique prefix; the last key is refused.
     pub async fn remove_key(&self, spec: &str) -> Result<Id> {
         let keys = self.list_keys().await?;
-        let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(spec)).collect();
+        let matches: Vec<_> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(spec))
+            .collect();
         let k = match matches.as_slice() {
             [] => return Err(Error::not_found(format!("no key {spec:?}"))),
             [k] => *k,
             _ => return Err(Error::invalid(format!("key prefix {spec:?} is ambiguous"))),
         };
         if keys.len() == 1 {
-            return Err(Error::conflict("refusing to remove the last key: the repository could never be opened again"));
+            return Err(Error::conflict(
+                "refusing to remove the last key: the repository could never be opened again",
+            ));
         }
         self.store.delete(&layout::key(&k.id)).await?;
         Ok(k.id)

@@ -102,7 +102,9 @@ pub struct Session {
 impl Session {
     /// Starts the stages. Must be called within a tokio runtime.
     pub fn start(repo: Arc<Repo>) -> Session {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let shared = Arc::new(Shared {
             repo,
             claimed: Mutex::new(HashSet::new()),
@@ -158,7 +160,10 @@ impl Session {
     /// Stores a blob unless the repository or this session has it already,
     /// and returns its id. Blocks while the pipeline is full.
     pub fn store(&self, blob_type: BlobType, data: Vec<u8>) -> Result<Id> {
-        self.handle.as_ref().expect("session is open").store(blob_type, data)
+        self.handle
+            .as_ref()
+            .expect("session is open")
+            .store(blob_type, data)
     }
 
     /// A handle other threads can store blobs through.
@@ -179,7 +184,8 @@ impl Session {
         .await
         .map_err(|e| Error::internal(format!("pipeline thread: {e}")))?;
         if let Some(u) = self.uploader.take() {
-            u.await.map_err(|e| Error::internal(format!("uploader: {e}")))?;
+            u.await
+                .map_err(|e| Error::internal(format!("uploader: {e}")))?;
         }
         if let Some(e) = self.shared.failure() {
             return Err(e);
@@ -208,13 +214,31 @@ impl SessionHandle {
         let id = self.shared.repo.key().blob_id(&data);
         // The session's own claims first, then the catalog; the insert
         // decides between two threads racing on the same new id.
-        if self.shared.claimed.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+        if self
+            .shared
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
             || self.shared.repo.catalog().contains(&id)?
-            || !self.shared.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
+            || !self
+                .shared
+                .claimed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
         {
             return Ok(id);
         }
-        if self.seal_tx.send(SealJob { blob_type, id, data }).is_err() {
+        if self
+            .seal_tx
+            .send(SealJob {
+                blob_type,
+                id,
+                data,
+            })
+            .is_err()
+        {
             return Err(self
                 .shared
                 .failure()
@@ -231,10 +255,10 @@ impl SessionHandle {
 fn seal_stage(sh: &Shared, rx: Receiver<SealJob>, tx: Sender<Sealed>) {
     let compression = sh.repo.compression();
     for job in rx {
-        let envelope = sh
-            .repo
-            .key()
-            .seal(job.blob_type.seal_kind(), &job.id.0, &job.data, compression);
+        let envelope =
+            sh.repo
+                .key()
+                .seal(job.blob_type.seal_kind(), &job.id.0, &job.data, compression);
         let sealed = Sealed {
             blob_type: job.blob_type,
             id: job.id,
@@ -256,7 +280,8 @@ fn pack_stage(sh: &Shared, rx: Receiver<Sealed>, tx: tokio::sync::mpsc::Sender<P
     };
     for s in rx {
         sh.new_blobs.fetch_add(1, Ordering::Relaxed);
-        sh.new_stored_bytes.fetch_add(s.envelope.len() as u64, Ordering::Relaxed);
+        sh.new_stored_bytes
+            .fetch_add(s.envelope.len() as u64, Ordering::Relaxed);
         builder.add(s.blob_type, s.id, s.raw_length, &s.envelope);
         if builder.len() >= target && !send(std::mem::take(&mut builder)) {
             return;
@@ -268,7 +293,8 @@ fn pack_stage(sh: &Shared, rx: Receiver<Sealed>, tx: tokio::sync::mpsc::Sender<P
 }
 
 async fn upload_stage(sh: &Arc<Shared>, rx: tokio::sync::mpsc::Receiver<Pack>) -> Result<()> {
-    let packs = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let packs =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
     let uploads = packs
         .map(|p| {
             let sh = sh.clone();

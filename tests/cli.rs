@@ -1,0 +1,635 @@
+//! End-to-end tests of the `walden` binary on a local repository: what a
+//! user relies on (restored bytes and metadata equal the backed-up ones,
+//! unchanged data is not stored twice, keys) and what must fail loudly
+//! (wrong password, corrupt or missing objects, killed backups).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+    fn cmd_pw(&self, password: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_walden"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WALDEN_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("WALDEN_REPO", self.repo())
+            .env("WALDEN_PASSWORD", password)
+            .env("WALDEN_CACHE_DIR", self.path("cache"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd_pw("correct horse", args)
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "walden {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+    fn init(&self) {
+        self.ok(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
+    }
+    fn objects(&self, prefix: &str) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let mut stack = vec![self.repo().join(prefix)];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(2)
+        .wrapping_add(1)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("empty_dir")).unwrap();
+    std::fs::write(root.join("random.bin"), noise(1, 3_000_000)).unwrap();
+    let text: String = (0..100_000)
+        .map(|i| format!("line {i} of some compressible text\n"))
+        .collect();
+    std::fs::write(root.join("a/text.txt"), text).unwrap();
+    std::fs::write(root.join("a/b/c/deep.bin"), noise(2, 70_000)).unwrap();
+    std::fs::write(root.join("a/b/empty"), b"").unwrap();
+    std::fs::write(root.join("non-utf8-\u{e9}.txt"), b"accent").unwrap();
+    std::fs::write(root.join("secret"), b"mode 600").unwrap();
+    std::fs::set_permissions(root.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        root.join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a/text.txt", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let old = filetime::FileTime::from_unix_time(1_500_000_000, 123_456_789);
+    filetime::set_file_mtime(root.join("a/text.txt"), old).unwrap();
+}
+
+/// Asserts two trees hold the same names, kinds, bytes, modes, mtimes and
+/// link targets.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut names = |p: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let (na, nb) = (names(a), names(b));
+    assert_eq!(na, nb, "entries of {} and {}", a.display(), b.display());
+    for n in na {
+        let (pa, pb) = (a.join(&n), b.join(&n));
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).unwrap(),
+            std::fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", pa.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&pa).unwrap(),
+                std::fs::read_link(&pb).unwrap()
+            );
+            continue;
+        }
+        assert_eq!(ma.mode(), mb.mode(), "mode of {}", pa.display());
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            pa.display()
+        );
+        assert_eq!(ma.uid(), mb.uid());
+        if ma.is_dir() {
+            assert_same_tree(&pa, &pb);
+        } else {
+            assert_eq!(
+                std::fs::read(&pa).unwrap(),
+                std::fs::read(&pb).unwrap(),
+                "bytes of {}",
+                pa.display()
+            );
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn restore_of_older_snapshot_equals_original_tree() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    make_tree(&src);
+    let original = e.path("original");
+    copy_tree(&src, &original);
+    let first = e.json(&["backup", src.to_str().unwrap()]);
+    let first_id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(first["summary"]["files"], 7);
+
+    // Change the tree: edit, append, delete, add.
+    std::fs::write(src.join("a/b/c/deep.bin"), noise(3, 70_000)).unwrap();
+    std::fs::remove_file(src.join("secret")).unwrap();
+    std::fs::write(src.join("new.txt"), b"new").unwrap();
+    let second = e.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(second["parent"].as_str().unwrap(), first_id);
+
+    let out = e.path("out");
+    e.ok(&["restore", &first_id[..12], "--to", out.to_str().unwrap()]);
+    assert_same_tree(&original, &out);
+    let root_mode = std::fs::metadata(&out).unwrap().mode();
+    assert_eq!(root_mode, std::fs::metadata(&original).unwrap().mode());
+
+    let latest = e.path("latest");
+    e.ok(&["restore", "latest", "--to", latest.to_str().unwrap()]);
+    assert_same_tree(&src, &latest);
+    e.ok(&["verify", "--read-data"]);
+}
+
+#[test]
+fn unchanged_second_backup_reads_nothing_and_writes_no_pack() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    make_tree(&src);
+    let first = e.json(&["backup", src.to_str().unwrap()]);
+    assert!(first["summary"]["new_packs"].as_u64().unwrap() >= 1);
+    let packs = e.objects("data");
+    let second = e.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(second["summary"]["new_packs"], 0);
+    assert_eq!(second["summary"]["files_read"], 0);
+    assert_eq!(second["summary"]["new_stored_bytes"], 0);
+    assert_eq!(e.objects("data"), packs, "no pack was written");
+
+    // Touching one file rereads only it; its unchanged content is deduplicated.
+    let f = src.join("random.bin");
+    filetime::set_file_mtime(&f, filetime::FileTime::now()).unwrap();
+    let third = e.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(third["summary"]["files_read"], 1);
+    assert_eq!(
+        third["summary"]["new_packs"], 1,
+        "only the changed root tree is new"
+    );
+    assert!(third["summary"]["new_stored_bytes"].as_u64().unwrap() < 10_000);
+
+    let list = e.json(&["snapshots"]);
+    let arr = list.as_array().unwrap();
+    assert_eq!(arr.len(), 3);
+    for s in arr {
+        for k in [
+            "id",
+            "time",
+            "paths",
+            "files",
+            "logical_bytes",
+            "new_stored_bytes",
+        ] {
+            assert!(!s[k].is_null(), "snapshots --json has {k}");
+        }
+        assert_eq!(s["files"], 7);
+    }
+}
+
+#[test]
+fn deduplicates_identical_content_within_a_backup() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = noise(9, 4_000_000);
+    for i in 0..5 {
+        std::fs::write(src.join(format!("copy{i}")), &data).unwrap();
+    }
+    let s = e.json(&["backup", src.to_str().unwrap()]);
+    let stored = s["summary"]["new_stored_bytes"].as_u64().unwrap();
+    assert!(stored < 4_200_000, "five copies stored once, got {stored}");
+    assert_eq!(s["summary"]["logical_bytes"], 20_000_000);
+}
+
+#[test]
+fn passwords_keys_and_wrong_password() {
+    let e = Env::new();
+    e.init();
+    let wrong = e.cmd_pw("wrong", &["snapshots"]);
+    assert_eq!(code(&wrong), 3, "{}", stderr(&wrong));
+    assert!(stderr(&wrong).contains("wrong password"));
+
+    let mut add = Command::new(env!("CARGO_BIN_EXE_walden"));
+    let o = add
+        .env("WALDEN_REPO", e.repo())
+        .env("WALDEN_PASSWORD", "correct horse")
+        .env("WALDEN_NEW_PASSWORD", "second")
+        .env("WALDEN_CACHE_DIR", e.path("cache"))
+        .args(["key", "add"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        e.cmd_pw("second", &["snapshots"]).status.success(),
+        "second password opens"
+    );
+    assert!(e.run(&["snapshots"]).status.success(), "first still opens");
+    let keys = e.json(&["key", "list"]);
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let first_key = keys.iter().find(|k| k["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Remove the first key while opened with the second password.
+    let o = e.cmd_pw("second", &["key", "remove", &first_key[..10]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        code(&e.run(&["snapshots"])),
+        3,
+        "removed password no longer opens"
+    );
+    let last = e.cmd_pw("second", &["--json", "key", "list"]);
+    let last: Value = serde_json::from_slice(&last.stdout).unwrap();
+    let last_id = last[0]["id"].as_str().unwrap();
+    let o = e.cmd_pw("second", &["key", "remove", last_id]);
+    assert_eq!(
+        code(&o),
+        6,
+        "removing the last key is refused: {}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("last key"));
+
+    // passwd: the old password stops working, the new one works.
+    let mut pw = Command::new(env!("CARGO_BIN_EXE_walden"));
+    let pwfile = e.path("newpw");
+    std::fs::write(&pwfile, "third\n").unwrap();
+    let o = pw
+        .env("WALDEN_REPO", e.repo())
+        .env("WALDEN_PASSWORD", "second")
+        .env("WALDEN_CACHE_DIR", e.path("cache"))
+        .args([
+            "key",
+            "passwd",
+            "--new-password-file",
+            pwfile.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(code(&e.cmd_pw("second", &["snapshots"])), 3);
+    assert!(e.cmd_pw("third", &["snapshots"]).status.success());
+}
+
+#[test]
+fn config_file_and_password_file() {
+    let e = Env::new();
+    let pwfile = e.path("pw");
+    std::fs::write(&pwfile, "from a file\n").unwrap();
+    let cfg = e.path("walden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo = {:?}\npassword_file = {:?}\ncache_dir = {:?}\n",
+            e.repo().to_str().unwrap(),
+            pwfile.to_str().unwrap(),
+            e.path("cache2").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_walden"))
+            .env_remove("WALDEN_REPO")
+            .env_remove("WALDEN_PASSWORD")
+            .env_remove("WALDEN_CACHE_DIR")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["init", "--kdf-memory-mib", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = e.path("src");
+    make_tree(&src);
+    assert!(run(&["backup", src.to_str().unwrap()]).status.success());
+    assert!(
+        e.path("cache2").exists(),
+        "cache_dir from the config file is used"
+    );
+    // The password file's first line is the password.
+    assert!(e.cmd_pw("from a file", &["snapshots"]).status.success());
+    std::fs::write(&cfg, "repo = 3\n").unwrap();
+    let o = run(&["snapshots"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("walden.toml"));
+}
+
+#[test]
+fn no_password_and_no_repo_are_usage_errors() {
+    let e = Env::new();
+    let o = Command::new(env!("CARGO_BIN_EXE_walden"))
+        .env_remove("WALDEN_PASSWORD")
+        .env_remove("WALDEN_PASSWORD_FILE")
+        .env("WALDEN_REPO", e.repo())
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no password"));
+    let o = Command::new(env!("CARGO_BIN_EXE_walden"))
+        .env_remove("WALDEN_REPO")
+        .env_remove("WALDEN_CONFIG")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no repository"));
+    let o = e.run(&["snapshots"]);
+    assert_eq!(code(&o), 1, "no repository at the path: {}", stderr(&o));
+    assert!(stderr(&o).contains("walden init"));
+}
+
+#[test]
+fn init_on_existing_repository_is_refused() {
+    let e = Env::new();
+    e.init();
+    let config = std::fs::read(e.repo().join("config")).unwrap();
+    let o = e.run(&["init", "--kdf-memory-mib", "8"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"));
+    assert_eq!(
+        std::fs::read(e.repo().join("config")).unwrap(),
+        config,
+        "config untouched"
+    );
+    assert_eq!(e.objects("keys").len(), 1, "no key added");
+}
+
+#[test]
+fn non_empty_restore_target_is_refused() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    make_tree(&src);
+    e.ok(&["backup", src.to_str().unwrap()]);
+    let out = e.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep"), b"precious").unwrap();
+    let o = e.run(&["restore", "latest", "--to", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not empty"));
+    assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"precious");
+    e.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(
+        std::fs::read(out.join("random.bin")).unwrap(),
+        std::fs::read(src.join("random.bin")).unwrap()
+    );
+    let o = e.run(&["restore", "deadbeef", "--to", e.path("x").to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "unknown snapshot: {}", stderr(&o));
+}
+
+/// One file of random data, so every data blob belongs to it.
+fn single_file_repo(e: &Env) -> PathBuf {
+    e.init();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("victim.bin"), noise(5, 2_500_000)).unwrap();
+    e.ok(&["backup", src.to_str().unwrap()]);
+    src
+}
+
+fn only_pack(e: &Env) -> PathBuf {
+    let packs = e.objects("data");
+    assert_eq!(packs.len(), 1, "one pack");
+    packs[0].clone()
+}
+
+#[test]
+fn flipped_byte_in_pack_is_named_by_verify_and_stops_restore() {
+    let e = Env::new();
+    single_file_repo(&e);
+    let pack = only_pack(&e);
+    let pack_id = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    e.ok(&["verify"]); // structure alone cannot see a flipped byte
+    let o = e.run(&["verify", "--read-data"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&pack_id), "names the pack: {out}");
+    assert!(out.contains("blob "), "names the blob: {out}");
+
+    let target = e.path("out");
+    let o = e.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("victim.bin"),
+        "names the file: {}",
+        stderr(&o)
+    );
+    assert!(
+        !target.join("victim.bin").exists(),
+        "no wrong bytes are left behind"
+    );
+}
+
+#[test]
+fn missing_pack_is_reported() {
+    let e = Env::new();
+    single_file_repo(&e);
+    let pack = only_pack(&e);
+    std::fs::remove_file(&pack).unwrap();
+    let o = e.run(&["verify"]);
+    assert_eq!(code(&o), 4);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("missing"));
+    let target = e.path("out");
+    let o = e.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_ne!(code(&o), 0);
+    let pack_name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr(&o).contains(pack_name) && stderr(&o).contains("missing"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!target.join("victim.bin").exists());
+}
+
+#[test]
+fn truncated_index_and_garbage_config_give_clear_errors() {
+    let e = Env::new();
+    single_file_repo(&e);
+    let idx = e.objects("index");
+    assert_eq!(idx.len(), 1);
+    let bytes = std::fs::read(&idx[0]).unwrap();
+    std::fs::write(&idx[0], &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_dir_all(e.path("cache")).unwrap();
+    let o = e.run(&["snapshots"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("index file"), "{}", stderr(&o));
+    let o = e.run(&["verify"]);
+    assert_eq!(code(&o), 4);
+
+    std::fs::write(e.repo().join("config"), b"this is not a repository config").unwrap();
+    let o = e.run(&["snapshots"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("repository config"), "{}", stderr(&o));
+}
+
+#[test]
+fn catalog_is_rebuilt_when_deleted() {
+    let e = Env::new();
+    let src = single_file_repo(&e);
+    std::fs::remove_dir_all(e.path("cache")).unwrap();
+    let list = e.json(&["snapshots"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // The rebuilt catalog knows the blobs: an unchanged backup stores nothing.
+    std::fs::remove_dir_all(e.path("cache")).unwrap();
+    let s = e.json(&["backup", "--no-parent", src.to_str().unwrap()]);
+    assert_eq!(s["summary"]["files_read"], 1, "the file was read again");
+    assert_eq!(s["summary"]["new_packs"], 0, "but every blob was known");
+    assert_eq!(s["summary"]["new_stored_bytes"], 0);
+    let r = e.json(&["catalog", "rebuild"]);
+    assert!(r["blobs"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn backup_killed_mid_upload_leaves_no_snapshot_and_is_resumed() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Random data, so it is not compressed away: 10 files of 24 MB.
+    for i in 0..10 {
+        std::fs::write(src.join(format!("f{i}")), noise(100 + i, 24_000_000)).unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walden"))
+        .env("WALDEN_REPO", e.repo())
+        .env("WALDEN_PASSWORD", "correct horse")
+        .env("WALDEN_CACHE_DIR", e.path("cache"))
+        .args(["backup", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a first index file (packs already uploaded and indexed), then kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while e.objects("index").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no index appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert!(
+        e.objects("snapshots").is_empty(),
+        "no snapshot is visible: {:?}",
+        e.objects("")
+    );
+    assert_eq!(e.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    // A killed writer leaves its lock; it is stale (the process is gone) and
+    // does not block shared users.
+    e.ok(&["verify", "--read-data"]);
+
+    let s = e.json(&["backup", src.to_str().unwrap()]);
+    let stored = s["summary"]["new_stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored < 230_000_000,
+        "the resumed backup reuses what was uploaded: stored {stored}"
+    );
+    let out = e.path("out");
+    e.ok(&["restore", "latest", "--to", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+    e.ok(&["verify", "--read-data"]);
+    let removed = e.json(&["unlock"]);
+    assert_eq!(
+        removed.as_array().unwrap().len(),
+        1,
+        "the killed backup's stale lock is removed"
+    );
+}
