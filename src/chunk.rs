@@ -30,9 +30,9 @@ impl ChunkerParams {
         crate::seal::random_bytes(&mut seed);
         ChunkerParams {
             algorithm: Self::ALGORITHM.into(),
-            min_size: 512 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 8 * 1024 * 1024,
+            min_size: 256 * 1024,
+            avg_size: 512 * 1024,
+            max_size: 4 * 1024 * 1024,
             seed: u64::from_le_bytes(seed),
         }
     }
