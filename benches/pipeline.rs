@@ -26,7 +26,10 @@ fn random(n: usize) -> Vec<u8> {
 }
 
 fn text(n: usize) -> Vec<u8> {
-    let words = ["select", "insert", "balance", "account", "branch", "teller", "history", "12345", "update", "where"];
+    let words = [
+        "select", "insert", "balance", "account", "branch", "teller", "history", "12345", "update",
+        "where",
+    ];
     let mut v = Vec::with_capacity(n + 16);
     let mut i = 0usize;
     while v.len() < n {
@@ -55,7 +58,9 @@ fn ids(c: &mut Criterion) {
     let data = random(1 << 20);
     let mut g = c.benchmark_group("id");
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("keyed_blake3_1MiB", |b| b.iter(|| key.blob_id(black_box(&data))));
+    g.bench_function("keyed_blake3_1MiB", |b| {
+        b.iter(|| key.blob_id(black_box(&data)))
+    });
     g.finish();
 }
 
@@ -66,7 +71,14 @@ fn sealing(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(data.len() as u64));
         let id = key.blob_id(&data);
         g.bench_function(format!("seal_zstd1_{name}_1MiB"), |b| {
-            b.iter(|| key.seal(Kind::DataBlob, &id.0, black_box(&data), Compression::Zstd(1)))
+            b.iter(|| {
+                key.seal(
+                    Kind::DataBlob,
+                    &id.0,
+                    black_box(&data),
+                    Compression::Zstd(1),
+                )
+            })
         });
         let env = key.seal(Kind::DataBlob, &id.0, &data, Compression::Zstd(1));
         g.bench_function(format!("open_{name}_1MiB"), |b| {

@@ -34,7 +34,8 @@ pub struct Listed {
     pub size: u64,
 }
 
-fn env(name: &str) -> Option<String> {
+/// Reads one setting from the process environment; empty means unset.
+fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -59,8 +60,15 @@ fn odal(location: &str, e: opendal::Error) -> Error {
 }
 
 impl Store {
-    /// Opens the store a repository URL names. Does not touch the network.
+    /// Opens the store a repository URL names, with cloud settings from the
+    /// process environment. Does not touch the network.
     pub fn open(url: &str) -> Result<Store> {
+        Self::open_with(url, &process_env)
+    }
+
+    /// Like [`Store::open`], reading cloud settings through `env` instead of
+    /// the process environment.
+    pub fn open_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Store> {
         let op = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, root, q) = split_url(rest);
             if bucket.is_empty() {
@@ -208,7 +216,14 @@ impl Store {
             Err(e) if e.kind() == OdKind::RangeNotSatisfied => Err(Error::corrupt(format!(
                 "{name} is shorter than expected (range {offset}+{len})"
             ))),
-            Err(e) => Err(odal(&self.location, e).context(format!("reading {name}"))),
+            // S3 and GCS report a body shorter than the range, and GCS its
+            // 416, as "unexpected": tell a short object from an outage by size.
+            Err(e) => match self.size(name).await {
+                Ok(Some(size)) if size < offset + len => Err(Error::corrupt(format!(
+                    "{name} is {size} bytes, shorter than expected (range {offset}+{len})"
+                ))),
+                _ => Err(odal(&self.location, e).context(format!("reading {name}"))),
+            },
         }
     }
 

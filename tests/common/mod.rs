@@ -1,0 +1,5 @@
+//! Helpers shared by integration tests: include with `mod common;`.
+//! Each test binary uses only some of them.
+#![allow(dead_code)]
+
+pub mod servers;
