@@ -34,7 +34,7 @@ fn text(n: usize) -> Vec<u8> {
     let mut i = 0usize;
     while v.len() < n {
         v.extend_from_slice(words[(i * 7 + i / 3) % words.len()].as_bytes());
-        v.push(if i % 11 == 0 { b'\n' } else { b' ' });
+        v.push(if i.is_multiple_of(11) { b'\n' } else { b' ' });
         i += 1;
     }
     v.truncate(n);
@@ -59,7 +59,7 @@ fn ids(c: &mut Criterion) {
     let mut g = c.benchmark_group("id");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("keyed_blake3_1MiB", |b| {
-        b.iter(|| key.blob_id(black_box(&data)))
+        b.iter(|| key.blob_id(Kind::DataBlob, black_box(&data)))
     });
     g.finish();
 }
@@ -69,7 +69,7 @@ fn sealing(c: &mut Criterion) {
     let mut g = c.benchmark_group("seal");
     for (name, data) in [("text", text(1 << 20)), ("random", random(1 << 20))] {
         g.throughput(Throughput::Bytes(data.len() as u64));
-        let id = key.blob_id(&data);
+        let id = key.blob_id(Kind::DataBlob, &data);
         g.bench_function(format!("seal_zstd1_{name}_1MiB"), |b| {
             b.iter(|| {
                 key.seal(
@@ -98,7 +98,7 @@ fn packing(c: &mut Criterion) {
         b.iter(|| {
             let mut p = PackBuilder::new();
             for i in 0..16u8 {
-                let mut id = key.blob_id(&blob);
+                let mut id = key.blob_id(Kind::DataBlob, &blob);
                 id.0[0] = i;
                 p.add(BlobType::Data, id, blob.len() as u32, &blob);
             }

@@ -312,10 +312,17 @@ pub async fn run(
     }
     let path_str = root_path.to_string_lossy().to_string();
     let guard = lock::acquire(&repo, false).await?;
-    let result = run_locked(
-        &repo, &opts, &root_path, &root_md, &path_str, start_time, started, progress,
-    )
-    .await;
+    // Under the lock, catch up with index files written since the repository
+    // was opened; a prune cannot remove what this backup then reuses.
+    let result = match repo.sync_catalog().await {
+        Ok(()) => {
+            run_locked(
+                &repo, &opts, &root_path, &root_md, &path_str, start_time, started, progress,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let released = guard.release().await;
     let out = result?;
     released?;

@@ -51,9 +51,9 @@ impl ChunkerParams {
             && (1024..=16 << 20).contains(&self.max_size)
             && self.min_size <= self.avg_size
             && self.avg_size <= self.max_size
-            && self.min_size % 2 == 0
-            && self.avg_size % 2 == 0
-            && self.max_size % 2 == 0;
+            && self.min_size.is_multiple_of(2)
+            && self.avg_size.is_multiple_of(2)
+            && self.max_size.is_multiple_of(2);
         if !ok {
             return Err(Error::corrupt(format!(
                 "chunker sizes out of range: {self:?}"

@@ -91,23 +91,40 @@ struct FileJob {
     node: Node,
 }
 
+/// Adjacent blobs of one pack, fetched with one ranged get.
+struct Run {
+    pack: Id,
+    start: u64,
+    blobs: Vec<(Id, BlobLocation)>,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        let last = self.blobs.last().expect("a run is never empty").1;
+        last.offset as u64 + last.length as u64
+    }
+}
+
 /// Groups a file's blobs into runs that one ranged get can fetch.
-fn runs(repo: &Repo, ids: &[Id]) -> Result<Vec<(Id, u64, Vec<(Id, BlobLocation)>)>> {
-    let mut out: Vec<(Id, u64, Vec<(Id, BlobLocation)>)> = Vec::new();
+fn runs(repo: &Repo, ids: &[Id]) -> Result<Vec<Run>> {
+    let mut out: Vec<Run> = Vec::new();
     for id in ids {
         let loc = repo.locate(id)?;
-        if let Some((pack, start, blobs)) = out.last_mut() {
-            let last = blobs.last().expect("non-empty run").1;
-            let end = last.offset as u64 + last.length as u64;
-            if *pack == loc.pack
+        if let Some(run) = out.last_mut() {
+            let end = run.end();
+            if run.pack == loc.pack
                 && loc.offset as u64 == end
-                && end + loc.length as u64 - *start <= MAX_RUN
+                && end + loc.length as u64 - run.start <= MAX_RUN
             {
-                blobs.push((*id, loc));
+                run.blobs.push((*id, loc));
                 continue;
             }
         }
-        out.push((loc.pack, loc.offset as u64, vec![(*id, loc)]));
+        out.push(Run {
+            pack: loc.pack,
+            start: loc.offset as u64,
+            blobs: vec![(*id, loc)],
+        });
     }
     Ok(out)
 }
@@ -130,11 +147,11 @@ fn restore_file(
     let mut f = opts.open(path).map_err(|e| Error::io(path.display(), e))?;
     let written = (|| -> Result<u64> {
         let mut n = 0u64;
-        for (pack, start, blobs) in runs(repo, &job.node.content)? {
-            let last = blobs.last().expect("non-empty").1;
-            let len = last.offset as u64 + last.length as u64 - start;
-            let bytes = rt.block_on(repo.store().get_range(&layout::pack(&pack), start, len))?;
-            for (id, loc) in &blobs {
+        for run in runs(repo, &job.node.content)? {
+            let (start, len) = (run.start, run.end() - run.start);
+            let bytes =
+                rt.block_on(repo.store().get_range(&layout::pack(&run.pack), start, len))?;
+            for (id, loc) in &run.blobs {
                 let at = (loc.offset as u64 - start) as usize;
                 let plain = repo.open_blob(id, loc, &bytes[at..at + loc.length as usize])?;
                 f.write_all(&plain)

@@ -84,7 +84,13 @@ impl fmt::Debug for SealKey {
 pub struct MasterKey {
     seal: SealKey,
     id: [u8; 32],
+    /// Derived from `id`: tree blobs get ids from their own key, so a file
+    /// whose bytes equal some tree's encoding can never be taken for it.
+    tree_id: [u8; 32],
 }
+
+/// The BLAKE3 key-derivation context for the tree-id key.
+pub const TREE_ID_CONTEXT: &str = "walden 2026-11-22 tree blob id key";
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,9 +124,11 @@ impl MasterKey {
         let mut id = [0u8; 32];
         seal.copy_from_slice(&b[..32]);
         id.copy_from_slice(&b[32..]);
+        let tree_id = blake3::derive_key(TREE_ID_CONTEXT, &id);
         Ok(MasterKey {
             seal: SealKey(seal),
             id,
+            tree_id,
         })
     }
 
@@ -131,10 +139,16 @@ impl MasterKey {
         v
     }
 
-    /// The id of a blob: BLAKE3 keyed with the repository's id key, so equal
-    /// plaintext cannot be confirmed by anyone without the key.
-    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
-        Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
+    /// The id of a blob: BLAKE3 keyed with the repository's id key (data
+    /// blobs) or the tree-id key derived from it (tree blobs), so equal
+    /// plaintext cannot be confirmed by anyone without the key, and a data
+    /// blob and a tree blob never share an id.
+    pub fn blob_id(&self, kind: Kind, plaintext: &[u8]) -> Id {
+        let key = match kind {
+            Kind::TreeBlob => &self.tree_id,
+            _ => &self.id,
+        };
+        Id(*blake3::keyed_hash(key, plaintext).as_bytes())
     }
 
     pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
@@ -254,6 +268,9 @@ pub struct KdfParams {
 
 impl KdfParams {
     pub const ALGORITHM: &'static str = "argon2id";
+    /// 4 GiB: the most a key file may ask of a machine.
+    pub const MAX_MEMORY_KIB: u32 = 4 << 20;
+    pub const MAX_ITERATIONS: u32 = 1000;
 
     /// Fresh parameters with a random 32-byte salt.
     pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> KdfParams {
@@ -275,6 +292,17 @@ impl KdfParams {
                 "key derivation {:?} is not supported (only {})",
                 self.algorithm,
                 Self::ALGORITHM
+            )));
+        }
+        // Key files are not authenticated: refuse costs no honest key uses,
+        // so a planted key file cannot exhaust memory or time.
+        if self.memory_kib > Self::MAX_MEMORY_KIB
+            || self.iterations > Self::MAX_ITERATIONS
+            || self.parallelism > 64
+        {
+            return Err(Error::unsupported(format!(
+                "Argon2id cost too high (memory {} KiB, {} iterations, parallelism {})",
+                self.memory_kib, self.iterations, self.parallelism
             )));
         }
         let params =
@@ -334,6 +362,24 @@ mod tests {
         let e = k.seal(Kind::DataBlob, b"", &data, Compression::Zstd(3));
         assert_eq!(e.len(), data.len() + OVERHEAD);
         assert_eq!(k.open(Kind::DataBlob, b"", &e).unwrap(), data);
+    }
+
+    #[test]
+    fn data_and_tree_ids_differ() {
+        let k = MasterKey::generate();
+        let x = b"{\"nodes\":[]}";
+        assert_ne!(k.blob_id(Kind::DataBlob, x), k.blob_id(Kind::TreeBlob, x));
+        assert_eq!(k.blob_id(Kind::DataBlob, x), k.blob_id(Kind::DataBlob, x));
+    }
+
+    #[test]
+    fn absurd_kdf_costs_are_refused() {
+        let mut p = KdfParams::new(64, 1, 1);
+        p.memory_kib = u32::MAX;
+        assert_eq!(
+            p.derive(b"pw").unwrap_err().kind(),
+            crate::error::Kind::Unsupported
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::error::{Error, Kind, Result};
 pub struct Store {
     op: Operator,
     location: String,
+    /// The root directory when the store is the local filesystem.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// One listed object: its name relative to the repository root, and size.
@@ -69,6 +71,7 @@ impl Store {
     /// Like [`Store::open`], reading cloud settings through `env` instead of
     /// the process environment.
     pub fn open_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Store> {
+        let mut local_root = None;
         let op = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, root, q) = split_url(rest);
             if bucket.is_empty() {
@@ -160,6 +163,7 @@ impl Store {
             // Writes go to a temporary file that is fsynced and then renamed,
             // so a killed process never leaves a partial object under its name.
             let tmp = abs.join(".tmp");
+            local_root = Some(abs.clone());
             let b = opendal::services::Fs::default()
                 .root(&root)
                 .atomic_write_dir(&tmp.to_string_lossy());
@@ -175,6 +179,7 @@ impl Store {
         Ok(Store {
             op,
             location: url.to_string(),
+            local_root,
         })
     }
 
@@ -188,8 +193,20 @@ impl Store {
         self.op
             .write(name, bytes)
             .await
-            .map(|_| ())
-            .map_err(|e| odal(&self.location, e).context(format!("writing {name}")))
+            .map_err(|e| odal(&self.location, e).context(format!("writing {name}")))?;
+        if let Some(root) = &self.local_root {
+            // The file was fsynced before its rename; the rename itself is
+            // durable only once its directory is synced too.
+            let path = root.join(name);
+            let dir = path.parent().unwrap_or(root).to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&dir).and_then(|d| d.sync_all())
+            })
+            .await
+            .map_err(|e| Error::internal(format!("directory sync: {e}")))?
+            .map_err(|e| Error::io(format!("syncing the directory of {name}"), e))?;
+        }
+        Ok(())
     }
 
     pub async fn get(&self, name: &str) -> Result<Vec<u8>> {

@@ -222,7 +222,9 @@ fn check_blobs(
         };
         n += 1;
         match key.open(e.blob_type.seal_kind(), &e.id.0, env) {
-            Ok(plain) if key.blob_id(&plain) == e.id && plain.len() == e.raw_length as usize => {}
+            Ok(plain)
+                if key.blob_id(e.blob_type.seal_kind(), &plain) == e.id
+                    && plain.len() == e.raw_length as usize => {}
             Ok(_) => errs.push(format!(
                 "pack {id} blob {}: content does not match its id",
                 e.id

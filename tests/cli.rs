@@ -136,7 +136,7 @@ fn make_tree(root: &Path) {
 /// Asserts two trees hold the same names, kinds, bytes, modes, mtimes and
 /// link targets.
 fn assert_same_tree(a: &Path, b: &Path) {
-    let mut names = |p: &Path| {
+    let names = |p: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(p)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -632,4 +632,30 @@ fn backup_killed_mid_upload_leaves_no_snapshot_and_is_resumed() {
         1,
         "the killed backup's stale lock is removed"
     );
+}
+
+#[test]
+fn planted_or_broken_key_files_do_not_block_opening() {
+    let e = Env::new();
+    e.init();
+    let keys = e.objects("keys");
+    let good: Value = serde_json::from_slice(&std::fs::read(&keys[0]).unwrap()).unwrap();
+    // A key file asking for absurd Argon2 memory, and one that is not JSON.
+    let mut greedy = good.clone();
+    greedy["kdf"]["memory_kib"] = Value::from(u32::MAX);
+    std::fs::write(
+        e.repo().join("keys").join("00".repeat(32)),
+        serde_json::to_vec(&greedy).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(e.repo().join("keys").join("01".repeat(32)), b"garbage").unwrap();
+    let o = e.run(&["snapshots"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = e.json(&["key", "list"]);
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "the unreadable key file is left out of the list"
+    );
+    assert_eq!(code(&e.cmd_pw("wrong", &["snapshots"])), 3);
 }

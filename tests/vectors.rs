@@ -471,7 +471,9 @@ fn generate() -> Value {
     ];
     let blob_ids: Vec<Value> = plaintexts
         .iter()
-        .map(|p| json!({"plaintext": hex::encode(p), "id": key.blob_id(p).to_hex()}))
+        .map(
+            |p| json!({"plaintext": hex::encode(p), "id": key.blob_id(Kind::DataBlob, p).to_hex()}),
+        )
         .collect();
 
     // (5) a pack with two data blobs and one tree blob
@@ -480,7 +482,10 @@ fn generate() -> Value {
     let mut file = node(b"16384", NodeKind::File);
     file.mode = 0o600;
     file.size = (raw_blob.len() + zstd_blob.len()) as u64;
-    file.content = vec![key.blob_id(&raw_blob), key.blob_id(&zstd_blob)];
+    file.content = vec![
+        key.blob_id(Kind::DataBlob, &raw_blob),
+        key.blob_id(Kind::DataBlob, &zstd_blob),
+    ];
     let mut link = node(b"pg_\xffwal", NodeKind::Symlink);
     link.mode = 0o777;
     link.target = Some(b"/mnt/wal/\xfe".to_vec());
@@ -488,7 +493,7 @@ fn generate() -> Value {
         nodes: vec![file, link],
     };
     let tree_json = tree.encode();
-    let tree_id = key.blob_id(&tree_json);
+    let tree_id = key.blob_id(Kind::TreeBlob, &tree_json);
 
     let mut pb = PackBuilder::new();
     let mut pack_plain = Vec::new();
@@ -497,7 +502,7 @@ fn generate() -> Value {
         (BlobType::Data, &zstd_blob, Compression::Zstd(1)),
         (BlobType::Tree, &tree_json, Compression::Zstd(1)),
     ] {
-        let id = key.blob_id(data);
+        let id = key.blob_id(t.seal_kind(), data);
         let env = key.seal(t.seal_kind(), &id.0, data, c);
         pb.add(t, id, data.len() as u32, &env);
         pack_plain.push(data.clone());
@@ -599,7 +604,7 @@ fn generate() -> Value {
             "data blob, raw",
             &key,
             Kind::DataBlob,
-            &key.blob_id(&raw_text).0,
+            &key.blob_id(Kind::DataBlob, &raw_text).0,
             &raw_text,
             Compression::None,
         ),
@@ -607,7 +612,7 @@ fn generate() -> Value {
             "data blob, zstd",
             &key,
             Kind::DataBlob,
-            &key.blob_id(&zstd_text).0,
+            &key.blob_id(Kind::DataBlob, &zstd_text).0,
             &zstd_text,
             Compression::Zstd(3),
         ),
@@ -819,7 +824,7 @@ fn check_vectors() {
     for b in v["blob_ids"].as_array().unwrap() {
         let p = unhex(&b["plaintext"]);
         let want = id_of(&b["id"]);
-        assert_eq!(key.blob_id(&p), want, "library blob id");
+        assert_eq!(key.blob_id(Kind::DataBlob, &p), want, "library blob id");
         assert_eq!(
             blake3::keyed_hash(&id_key, &p).as_bytes(),
             &want.0,
@@ -994,7 +999,11 @@ fn check_vectors() {
         let (_, sp) = spec::open(seal_key, w.blob_type.seal_kind().byte(), &w.id.0, env).unwrap();
         assert_eq!(sp, plain);
         assert_eq!(sp.len() as u32, w.raw_length);
-        assert_eq!(blake3::keyed_hash(&id_key, &sp).as_bytes(), &w.id.0);
+        let id_key_for = match w.blob_type {
+            BlobType::Tree => blake3::derive_key(walden::seal::TREE_ID_CONTEXT, &id_key),
+            BlobType::Data => id_key,
+        };
+        assert_eq!(blake3::keyed_hash(&id_key_for, &sp).as_bytes(), &w.id.0);
     }
     assert_eq!(spec_entries.len(), want.len());
     let mut bad = bytes.clone();
@@ -1009,7 +1018,13 @@ fn check_vectors() {
     let tree_json = t["json"].as_str().unwrap().as_bytes();
     let tree = Tree::decode(tree_json).unwrap();
     assert_eq!(tree.encode(), tree_json, "tree re-encodes identically");
-    assert_eq!(key.blob_id(tree_json), id_of(&t["id"]));
+    assert_eq!(key.blob_id(Kind::TreeBlob, tree_json), id_of(&t["id"]));
+    let tree_key = blake3::derive_key(walden::seal::TREE_ID_CONTEXT, &id_key);
+    assert_eq!(
+        blake3::keyed_hash(&tree_key, tree_json).as_bytes(),
+        &id_of(&t["id"]).0,
+        "spec tree id"
+    );
     assert!(
         tree.nodes
             .iter()

@@ -45,6 +45,12 @@ impl Config {
             )));
         }
         c.chunker.validate()?;
+        if !(0..=22).contains(&c.zstd_level) {
+            return Err(Error::corrupt(format!(
+                "zstd level {} out of range 0..=22",
+                c.zstd_level
+            )));
+        }
         if !(1 << 20..=1 << 30).contains(&c.pack_size) {
             return Err(Error::corrupt(format!(
                 "pack size {} out of range",

@@ -163,7 +163,7 @@ mod tests {
         let mut ids = vec![];
         for i in 0..5u8 {
             let data = vec![i; 1000 + i as usize];
-            let id = k.blob_id(&data);
+            let id = k.blob_id(Kind::DataBlob, &data);
             let env = k.seal(Kind::DataBlob, &id.0, &data, Compression::Zstd(1));
             b.add(BlobType::Data, id, data.len() as u32, &env);
             ids.push((id, data));

@@ -27,10 +27,15 @@ pub struct HeldLock {
 }
 
 fn is_stale(l: &Lock) -> bool {
-    let old = crate::format::parse_time(&l.time)
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age > STALE_AFTER);
+    // An unreadable time, or one further in the future than clocks drift,
+    // must not make a lock immortal.
+    let old = match crate::format::parse_time(&l.time) {
+        Err(_) => true,
+        Ok(t) => match SystemTime::now().duration_since(t) {
+            Ok(age) => age > STALE_AFTER,
+            Err(ahead) => ahead.duration() > STALE_AFTER,
+        },
+    };
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let dead_here = l.host == host_name()
         && unsafe { libc::kill(l.pid as i32, 0) } != 0
@@ -83,6 +88,14 @@ impl Guard {
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
         self.store.delete(&self.name).await
+    }
+}
+
+impl Drop for Guard {
+    /// A guard dropped without `release` (an early return, a panic) stops
+    /// refreshing, so its lock file turns stale instead of living forever.
+    fn drop(&mut self) {
+        self.refresher.abort();
     }
 }
 

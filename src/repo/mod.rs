@@ -170,7 +170,11 @@ impl Repo {
                     break;
                 }
                 Err(e) if e.kind() == Kind::WrongPassword => continue,
-                Err(e) => return Err(e.context(format!("key file {}", k.name))),
+                Err(e) => {
+                    // Another key file may still open the repository.
+                    tracing::warn!("skipping key file {}: {e}", k.name);
+                    continue;
+                }
             }
         }
         let Some((key_id, key)) = opened else {
@@ -395,7 +399,9 @@ impl Repo {
             .key
             .open(loc.blob_type.seal_kind(), &id.0, envelope)
             .map_err(|e| e.context(what()))?;
-        if plain.len() != loc.raw_length as usize || self.key.blob_id(&plain) != *id {
+        if plain.len() != loc.raw_length as usize
+            || self.key.blob_id(loc.blob_type.seal_kind(), &plain) != *id
+        {
             return Err(Error::corrupt(format!(
                 "{}: content does not match its id",
                 what()
@@ -435,7 +441,13 @@ impl Repo {
             let Some(id) = layout::id_of(&k.name) else {
                 continue;
             };
-            let kf = KeyFile::decode(&self.store.get(&k.name).await?)?;
+            let kf = match KeyFile::decode(&self.store.get(&k.name).await?) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    tracing::warn!("unreadable key file {}: {e}", k.name);
+                    continue;
+                }
+            };
             out.push(KeyInfo {
                 id,
                 created: kf.created,

@@ -37,6 +37,8 @@ use super::Repo;
 const PACKS_PER_INDEX: usize = 8;
 /// Concurrent pack uploads.
 const UPLOADS: usize = 2;
+/// The largest blob a session accepts.
+const MAX_BLOB: usize = 1 << 30;
 
 struct SealJob {
     blob_type: BlobType,
@@ -208,10 +210,19 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     pub fn store(&self, blob_type: BlobType, data: Vec<u8>) -> Result<Id> {
+        if data.len() > MAX_BLOB {
+            // Pack offsets and lengths are 32-bit; chunks are far smaller,
+            // so only an absurdly large directory listing gets here.
+            return Err(Error::unsupported(format!(
+                "a {} blob of {} bytes exceeds the {MAX_BLOB}-byte limit",
+                blob_type.as_str(),
+                data.len()
+            )));
+        }
         if let Some(e) = self.shared.failure() {
             return Err(e);
         }
-        let id = self.shared.repo.key().blob_id(&data);
+        let id = self.shared.repo.key().blob_id(blob_type.seal_kind(), &data);
         // The session's own claims first, then the catalog; the insert
         // decides between two threads racing on the same new id.
         if self
