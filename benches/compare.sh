@@ -13,8 +13,9 @@ command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninter
 (cd "$repo_dir" && cargo build --release --quiet)
 walden="$repo_dir/target/release/walden"
 
-work="${BENCH_DIR:-$(mktemp -d /tmp/walden-bench.XXXXXX)}"
-trap 'rm -rf "$work"' EXIT
+# BENCH_DIR keeps the data and repositories for a look afterwards.
+if [ -n "${BENCH_DIR:-}" ]; then work=$BENCH_DIR; rm -rf "$work"; mkdir -p "$work"
+else work=$(mktemp -d /tmp/walden-bench.XXXXXX); trap 'rm -rf "$work"' EXIT; fi
 data="$work/data"
 echo "generating ${size_mb} MiB in $data ..." >&2
 python3 "$repo_dir/benches/gen_tree.py" "$data" "$size_mb"
@@ -50,15 +51,21 @@ for step in first changed unchanged; do
 done
 measure walden restore "$walden" restore latest --to "$work/walden-out"
 measure restic restore restic restore latest --target "$work/restic-out"
+# walden's restore returns only once the data is on disk (syncfs); restic's
+# returns with it still in the page cache. The same restic restore followed by
+# sync compares the two at equal durability.
+rm -rf "$work/restic-out"
+measure restic restore+sync sh -c 'restic restore latest --target "$1" && sync' sh "$work/restic-out"
+T[walden,restore+sync]=${T[walden,restore]}; M[walden,restore+sync]=${M[walden,restore]}
 cmp <(cd "$work/walden-out" && find . -type f -exec md5sum {} + | sort -k2) \
     <(cd "$data" && find . -type f -exec md5sum {} + | sort -k2) >/dev/null \
     && echo "walden restore verified identical to the source" >&2
 
 printf '\n%s MiB tree on %s cores (%s)\n' "$size_mb" "$(nproc)" "$(restic version | cut -d' ' -f1-2)"
-printf '%-10s | %9s %9s %6s | %9s %9s %6s | %10s %10s %6s\n' step "walden s" "restic s" ratio "walden MB" "restic MB" ratio "w stored" "r stored" ratio
-for step in first changed unchanged restore; do
+printf '%-12s | %9s %9s %6s | %9s %9s %6s | %10s %10s %6s\n' step "walden s" "restic s" ratio "walden MB" "restic MB" ratio "w stored" "r stored" ratio
+for step in first changed unchanged restore restore+sync; do
     ws=${S[walden,$step]:-0}; rs=${S[restic,$step]:-0}
-    printf '%-10s | %9s %9s %6.2f | %9d %9d %6.2f | %10d %10d %6s\n' "$step" \
+    printf '%-12s | %9s %9s %6.2f | %9d %9d %6.2f | %10d %10d %6s\n' "$step" \
         "${T[walden,$step]}" "${T[restic,$step]}" "$(echo "${T[walden,$step]} / ${T[restic,$step]}" | bc -l)" \
         $(( M[walden,$step] / 1024 )) $(( M[restic,$step] / 1024 )) "$(echo "${M[walden,$step]} / ${M[restic,$step]}" | bc -l)" \
         "$ws" "$rs" "$( [ "$rs" -gt 0 ] && echo "scale=2; $ws / $rs" | bc -l || echo -)"
