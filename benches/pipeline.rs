@@ -47,7 +47,7 @@ fn chunking(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunk");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
-    g.bench_function("fastcdc_1MiB_avg", |b| {
+    g.bench_function("fastcdc_default_params", |b| {
         b.iter(|| p.chunks(&data[..]).map(|c| c.unwrap().len()).sum::<usize>())
     });
     g.finish();
