@@ -11,23 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::servers::{self, CloudRepo};
+use common::tree::{assert_same_tree, noise};
 use serde_json::Value;
 use walden::error::Kind;
 use walden::store::{Listed, Store};
-
-/// Deterministic pseudo-random bytes.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
 
 /// Compares large buffers without printing them.
 #[track_caller]
@@ -323,44 +310,6 @@ fn make_tree(root: &Path) {
     std::fs::write(root.join("dir/notes.txt"), text).unwrap();
     std::os::unix::fs::symlink("small.txt", root.join("link")).unwrap();
     std::os::unix::fs::symlink("../../small.txt", root.join("dir/nested/up")).unwrap();
-}
-
-/// Asserts two trees hold the same names, kinds, bytes and link targets.
-fn assert_same_tree(a: &Path, b: &Path) {
-    let names = |p: &Path| {
-        let mut v: Vec<_> = std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        v.sort();
-        v
-    };
-    let (na, nb) = (names(a), names(b));
-    assert_eq!(na, nb, "entries of {} and {}", a.display(), b.display());
-    for n in na {
-        let (pa, pb) = (a.join(&n), b.join(&n));
-        let (ma, mb) = (
-            std::fs::symlink_metadata(&pa).unwrap(),
-            std::fs::symlink_metadata(&pb).unwrap(),
-        );
-        assert_eq!(ma.file_type(), mb.file_type(), "kind of {}", pb.display());
-        if ma.is_symlink() {
-            assert_eq!(
-                std::fs::read_link(&pa).unwrap(),
-                std::fs::read_link(&pb).unwrap(),
-                "{}",
-                pb.display()
-            );
-        } else if ma.is_dir() {
-            assert_same_tree(&pa, &pb);
-        } else {
-            assert_bytes(
-                &std::fs::read(&pb).unwrap(),
-                &std::fs::read(&pa).unwrap(),
-                &pb.display().to_string(),
-            );
-        }
-    }
 }
 
 fn end_to_end(repo: CloudRepo) {
