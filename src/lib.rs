@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod pg;
 pub mod seal;
 
 pub mod catalog;
@@ -22,3 +23,4 @@ pub mod repo;
 pub mod backup;
 pub mod restore;
 pub mod verify;
+pub mod wal;

@@ -21,11 +21,19 @@ fn exit_code(kind: Kind) -> i32 {
 }
 
 fn main() {
-    let code = match cli::main() {
+    let outcome = cli::main();
+    let code = match outcome.result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("walden: error: {e}");
-            exit_code(e.kind())
+            // PostgreSQL ends recovery on any restore_command exit of 1 to
+            // 125 ("not there") but aborts it above 125. A wal-fetch that
+            // failed for any reason but absence must abort, not promote early.
+            if outcome.wal_fetch {
+                200 + exit_code(e.kind())
+            } else {
+                exit_code(e.kind())
+            }
         }
     };
     std::process::exit(code);

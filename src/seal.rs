@@ -42,6 +42,7 @@ pub enum Kind {
     Config,
     Lock,
     MasterKey,
+    WalRecord,
 }
 
 impl Kind {
@@ -55,6 +56,7 @@ impl Kind {
             Kind::Config => b'C',
             Kind::Lock => b'L',
             Kind::MasterKey => b'K',
+            Kind::WalRecord => b'W',
         }
     }
 }

@@ -98,6 +98,19 @@ enum Command {
     /// Manage the local catalog cache
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Archive a WAL file (for archive_command = 'walden --config F wal-push %p')
+    WalPush {
+        /// Path of the WAL file (PostgreSQL's %p)
+        path: PathBuf,
+    },
+    /// Restore an archived WAL file (restore_command = 'walden --config F wal-fetch %f %p');
+    /// exits 1, silently, when the file is not archived
+    WalFetch {
+        /// WAL file name (PostgreSQL's %f)
+        name: String,
+        /// Where to write it (PostgreSQL's %p)
+        dest: PathBuf,
+    },
     /// Remove stale locks (or every lock with --all)
     Unlock {
         #[arg(long)]
@@ -247,8 +260,23 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-pub fn main() -> Result<()> {
+/// How a run ended, and whether it was `wal-fetch`, whose hard failures must
+/// stop PostgreSQL's recovery rather than look like the end of the archive.
+pub struct Outcome {
+    pub result: Result<()>,
+    pub wal_fetch: bool,
+}
+
+pub fn main() -> Outcome {
     let cli = Cli::parse();
+    let wal_fetch = matches!(cli.command, Command::WalFetch { .. });
+    Outcome {
+        result: run_cli(cli),
+        wal_fetch,
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -445,6 +473,35 @@ async fn run(cli: Cli) -> Result<()> {
                     "catalog rebuilt: {n} blobs, {} snapshots",
                     repo.snapshots()?.len()
                 );
+            }
+        }
+        Command::WalPush { path } => {
+            let repo = Arc::new(open(&s).await?);
+            let outcome = walden::wal::push(repo, &path).await?;
+            if s.json {
+                print_json(&serde_json::to_value(&outcome).expect("serializes"));
+            }
+        }
+        Command::WalFetch { name, dest } => {
+            let repo = open(&s).await.map_err(|e| {
+                // A repository that cannot be opened is not "file not found".
+                if e.kind() == walden::error::Kind::NotFound {
+                    Error::unavailable(e.message().to_string())
+                } else {
+                    e
+                }
+            })?;
+            match walden::wal::fetch(&repo, &name, &dest).await {
+                Ok(size) => {
+                    if s.json {
+                        print_json(&json!({"name": name, "size": size}));
+                    }
+                }
+                // PostgreSQL probes for files that do not exist (history
+                // files of future timelines, the segment after the last):
+                // "not here" is exit 1 with nothing on stderr.
+                Err(e) if e.kind() == walden::error::Kind::NotFound => std::process::exit(1),
+                Err(e) => return Err(e),
             }
         }
         Command::Unlock { all } => {

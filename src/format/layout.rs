@@ -11,6 +11,7 @@ pub const DATA: &str = "data/";
 pub const INDEX: &str = "index/";
 pub const SNAPSHOTS: &str = "snapshots/";
 pub const LOCKS: &str = "locks/";
+pub const WAL: &str = "wal/";
 
 pub fn pack(id: &Id) -> String {
     let h = id.to_hex();
@@ -27,6 +28,11 @@ pub fn index(id: &Id) -> String {
 
 pub fn snapshot(id: &Id) -> String {
     format!("{SNAPSHOTS}{id}")
+}
+
+/// A WAL record, named by the (validated) WAL file name itself.
+pub fn wal(name: &str) -> String {
+    format!("{WAL}{name}")
 }
 
 pub fn lock(id: &Id) -> String {

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+pub mod wal;
 
 /// The repository format version this build writes and reads.
 pub const VERSION: u32 = 1;

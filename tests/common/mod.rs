@@ -2,5 +2,6 @@
 //! Each test binary uses only some of them.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod servers;
 pub mod tree;

@@ -1,0 +1,273 @@
+//! WAL archiving against a real PostgreSQL 15 server: PostgreSQL runs
+//! `walden wal-push` as its archive_command, and every archived file must
+//! fetch back byte-identical; absent files give PostgreSQL's "not here"
+//! (exit 1, silent); a conflicting re-push is refused and stores nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::pg::{Cluster, as_server_user, hand_over};
+use common::tree::noise;
+
+/// A repository and config file that the server's user can use.
+struct Archive {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Archive {
+    fn new(dir: &Path) -> Archive {
+        hand_over(dir);
+        let config = dir.join("walden.toml");
+        std::fs::write(dir.join("password"), "archive password\n").unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "repo = {:?}\npassword_file = {:?}\ncache_dir = {:?}\n",
+                dir.join("repo").to_str().unwrap(),
+                dir.join("password").to_str().unwrap(),
+                dir.join("cache").to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        hand_over(dir);
+        let a = Archive {
+            dir: dir.to_path_buf(),
+            config,
+        };
+        let o = a.walden(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        a
+    }
+
+    /// Runs walden as the server's user, as PostgreSQL would.
+    fn walden(&self, args: &[&str]) -> Output {
+        as_server_user(env!("CARGO_BIN_EXE_walden"))
+            .current_dir("/")
+            .env_remove("WALDEN_REPO")
+            .env_remove("WALDEN_PASSWORD")
+            .env_remove("WALDEN_CACHE_DIR")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn archive_command(&self, copy: &Path) -> String {
+        format!(
+            "archive_command = '{} --config {} wal-push %p && cp %p {}/%f'",
+            env!("CARGO_BIN_EXE_walden"),
+            self.config.display(),
+            copy.display()
+        )
+    }
+}
+
+fn wait_for(what: &str, cluster: &Cluster, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
+    let tmp = tempfile::Builder::new()
+        .prefix("walden-pg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = tmp.path();
+    hand_over(root);
+    let archive = Archive::new(&root.join("archive"));
+    let copy = root.join("copy");
+    hand_over(&copy);
+    let cluster = Cluster::start(
+        root,
+        &format!(
+            "wal_level = replica\narchive_mode = on\n{}",
+            archive.archive_command(&copy)
+        ),
+    );
+    cluster.psql("create table t(id int primary key, v text)");
+    for round in 0..4 {
+        cluster.psql(&format!(
+            "insert into t select g, md5(g::text) from generate_series({0}*5000+1, {0}*5000+5000) g",
+            round
+        ));
+        cluster.psql("select pg_switch_wal()");
+    }
+    // One session: the stop must come from the session that started it.
+    cluster.psql("select pg_backup_start('walden-test', true); select pg_backup_stop()");
+    wait_for(
+        "4 segments and a .backup file to be archived",
+        &cluster,
+        || {
+            let names: Vec<_> = std::fs::read_dir(&copy)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.len() >= 5
+                && names
+                    .iter()
+                    .any(|n| n.to_string_lossy().ends_with(".backup"))
+        },
+    );
+    assert_eq!(
+        cluster.psql("select failed_count from pg_stat_archiver"),
+        "0",
+        "{}",
+        cluster.log()
+    );
+
+    let out = root.join("fetched");
+    hand_over(&out);
+    let mut fetched = 0;
+    for e in std::fs::read_dir(&copy).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        let dest = out.join(&name);
+        let o = archive.walden(&["wal-fetch", &name, dest.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "wal-fetch {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(e.path()).unwrap(),
+            "bytes of {name}"
+        );
+        fetched += 1;
+    }
+    assert!(fetched >= 5);
+
+    // PostgreSQL probes for files that are not there: exit 1, no noise.
+    for absent in ["0000000100000000000000F0", "00000002.history"] {
+        let o = archive.walden(&["wal-fetch", absent, out.join(absent).to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{absent}");
+        assert!(
+            o.stderr.is_empty(),
+            "silent: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!out.join(absent).exists());
+    }
+    let o = archive.walden(&["verify", "--read-data"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn repush_same_content_succeeds_and_different_content_is_refused() {
+    let tmp = tempfile::Builder::new()
+        .prefix("walden-pg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = tmp.path();
+    hand_over(root);
+    let archive = Archive::new(&root.join("archive"));
+    let seg_dir = root.join("pg_wal");
+    std::fs::create_dir_all(&seg_dir).unwrap();
+    let seg = seg_dir.join("000000010000000000000042");
+    let original = noise(42, 1 << 20);
+    std::fs::write(&seg, &original).unwrap();
+    hand_over(&seg_dir);
+    let push = |p: &Path| archive.walden(&["--json", "wal-push", p.to_str().unwrap()]);
+    let first = push(&seg);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("\"stored\""));
+    let again = push(&seg);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already_archived"));
+
+    let packs_before = std::fs::read_dir(archive.dir.join("repo/data"))
+        .unwrap()
+        .count();
+    let mut changed = original.clone();
+    changed[500_000] ^= 1;
+    std::fs::write(&seg, &changed).unwrap();
+    let o = push(&seg);
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different content"));
+    assert_eq!(
+        std::fs::read_dir(archive.dir.join("repo/data"))
+            .unwrap()
+            .count(),
+        packs_before,
+        "nothing stored"
+    );
+    let dest = root.join("fetched");
+    hand_over(&dest);
+    let o = archive.walden(&[
+        "wal-fetch",
+        "000000010000000000000042",
+        dest.join("seg").to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read(dest.join("seg")).unwrap(),
+        original,
+        "the first content stays"
+    );
+
+    // A name PostgreSQL would never archive is refused, not stored.
+    let odd = seg_dir.join("not-a-wal-file");
+    std::fs::write(&odd, b"x").unwrap();
+    let o = push(&odd);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
+    let tmp = tempfile::Builder::new()
+        .prefix("walden-pg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = tmp.path();
+    hand_over(root);
+    let archive = Archive::new(&root.join("archive"));
+    let seg = root.join("000000010000000000000007");
+    std::fs::write(&seg, noise(7, 1 << 20)).unwrap();
+    hand_over(root);
+    assert!(
+        archive
+            .walden(&["wal-push", seg.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for e in std::fs::read_dir(archive.dir.join("repo/data")).unwrap() {
+        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+    }
+    let o = archive.walden(&[
+        "wal-fetch",
+        "000000010000000000000007",
+        root.join("out").to_str().unwrap(),
+    ]);
+    let code = o.status.code().unwrap();
+    assert!(
+        code > 125,
+        "PostgreSQL must abort recovery, not end it: exit {code}"
+    );
+    assert_eq!(code, 204, "corrupt: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(!root.join("out").exists());
+}
