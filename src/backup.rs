@@ -25,9 +25,10 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::error::{Error, Result};
 use crate::format::BlobType;
-use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::snapshot::{PgBackup, Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
+use crate::pg::exclude::Decision;
 use crate::repo::session::{Session, SessionHandle};
 use crate::repo::{Repo, host_name, lock, user_name};
 
@@ -41,11 +42,24 @@ pub enum Parent {
     Snapshot(Id),
 }
 
+/// Decides, for every entry of a directory (path relative to the backup
+/// root, "" for the root; entries as (name, is_dir)), what to back up.
+pub type Exclusions = fn(&str, &[(&str, bool)]) -> Vec<Decision>;
+
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     pub path: PathBuf,
     pub parent: Parent,
     pub tags: Vec<String>,
+    pub exclusions: Option<Exclusions>,
+}
+
+/// What the caller adds once the tree has been read: files for the root
+/// directory (a PostgreSQL backup's `backup_label`) and cluster metadata.
+#[derive(Debug, Default)]
+pub struct AfterWalk {
+    pub root_files: Vec<(String, Vec<u8>)>,
+    pub postgres: Option<PgBackup>,
 }
 
 /// Progress, as counters the caller may poll.
@@ -139,6 +153,7 @@ struct Walker<'a> {
     rt: tokio::runtime::Handle,
     events: Sender<Event>,
     jobs: Sender<ReadJob>,
+    exclusions: Option<Exclusions>,
 }
 
 impl Walker<'_> {
@@ -155,13 +170,28 @@ impl Walker<'_> {
         }
     }
 
-    /// Visits `dir`, whose own node has been sent as `Enter` already.
-    fn walk(&self, dir: &Path, parent: Option<Tree>) -> Result<()> {
+    /// Visits `dir` (at `rel` from the root), whose own node has been sent
+    /// as `Enter` already.
+    fn walk(&self, dir: &Path, rel: &str, parent: Option<Tree>) -> Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir.display(), e))?
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io(dir.display(), e))?;
         entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        let decisions = match self.exclusions {
+            Some(decide) => {
+                let names: Vec<(String, bool)> = entries
+                    .iter()
+                    .map(|e| {
+                        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                        (e.file_name().to_string_lossy().into_owned(), is_dir)
+                    })
+                    .collect();
+                let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+                decide(rel, &refs)
+            }
+            None => vec![Decision::Keep; entries.len()],
+        };
         let old = |name: &[u8]| {
             parent.as_ref().and_then(|t| {
                 t.nodes
@@ -170,7 +200,10 @@ impl Walker<'_> {
                     .map(|i| &t.nodes[i])
             })
         };
-        for entry in entries {
+        for (entry, decision) in entries.into_iter().zip(decisions) {
+            if decision == Decision::Skip {
+                continue;
+            }
             let path = entry.path();
             let name = entry.file_name();
             let md = match std::fs::symlink_metadata(&path) {
@@ -184,7 +217,14 @@ impl Walker<'_> {
                 let sub_parent =
                     self.parent_tree(old(name.as_bytes()).filter(|n| n.kind == NodeKind::Dir))?;
                 self.send(Event::Enter(node))?;
-                self.walk(&path, sub_parent)?;
+                if decision != Decision::KeepEmpty {
+                    let sub_rel = if rel.is_empty() {
+                        name.to_string_lossy().into_owned()
+                    } else {
+                        format!("{rel}/{}", name.to_string_lossy())
+                    };
+                    self.walk(&path, &sub_rel, sub_parent)?;
+                }
                 self.send(Event::Leave)?;
             } else if ft.is_symlink() {
                 let mut node = node_from(&name, &md, NodeKind::Symlink);
@@ -231,8 +271,12 @@ struct Counts {
     files_read: u64,
 }
 
-/// Consumes events in order; returns the root tree's id.
-fn build(session: &SessionHandle, events: Receiver<Event>, counts: &mut Counts) -> Result<Id> {
+/// Consumes events in order; returns the root directory's entries.
+fn build(
+    session: &SessionHandle,
+    events: Receiver<Event>,
+    counts: &mut Counts,
+) -> Result<Vec<Node>> {
     // The stack of directories being built; the bottom is the root.
     let mut stack: Vec<(Option<Node>, Vec<Node>)> = vec![(None, Vec::new())];
     for ev in events {
@@ -274,7 +318,7 @@ fn build(session: &SessionHandle, events: Receiver<Event>, counts: &mut Counts) 
         }
     }
     let (_, nodes) = stack.pop().expect("root");
-    session.store(BlobType::Tree, Tree { nodes }.encode())
+    Ok(nodes)
 }
 
 /// Picks the parent snapshot for `path`.
@@ -299,6 +343,21 @@ pub async fn run(
     opts: BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<(Id, Snapshot)> {
+    run_with(repo, opts, progress, || async { Ok(AfterWalk::default()) }).await
+}
+
+/// Like [`run`], calling `after_walk` once the tree has been read and before
+/// the snapshot is written; what it returns goes into the snapshot.
+pub async fn run_with<F, Fut>(
+    repo: Arc<Repo>,
+    opts: BackupOptions,
+    progress: Arc<Progress>,
+    after_walk: F,
+) -> Result<(Id, Snapshot)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<AfterWalk>>,
+{
     let started = Instant::now();
     let start_time = SystemTime::now();
     let root_path =
@@ -316,10 +375,14 @@ pub async fn run(
     // was opened; a prune cannot remove what this backup then reuses.
     let result = match repo.sync_catalog().await {
         Ok(()) => {
-            run_locked(
-                &repo, &opts, &root_path, &root_md, &path_str, start_time, started, progress,
-            )
-            .await
+            let ctx = Context {
+                root_path: &root_path,
+                root_md: &root_md,
+                path_str: &path_str,
+                start_time,
+                started,
+            };
+            run_locked(&repo, &opts, ctx, progress, after_walk).await
         }
         Err(e) => Err(e),
     };
@@ -329,18 +392,26 @@ pub async fn run(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_locked(
-    repo: &Arc<Repo>,
-    opts: &BackupOptions,
-    root_path: &Path,
-    root_md: &Metadata,
-    path_str: &str,
+struct Context<'a> {
+    root_path: &'a Path,
+    root_md: &'a Metadata,
+    path_str: &'a str,
     start_time: SystemTime,
     started: Instant,
+}
+
+async fn run_locked<F, Fut>(
+    repo: &Arc<Repo>,
+    opts: &BackupOptions,
+    ctx: Context<'_>,
     progress: Arc<Progress>,
-) -> Result<(Id, Snapshot)> {
-    let parent = choose_parent(repo, opts, path_str)?;
+    after_walk: F,
+) -> Result<(Id, Snapshot)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<AfterWalk>>,
+{
+    let parent = choose_parent(repo, opts, ctx.path_str)?;
     let parent_root = match &parent {
         Some((_, s)) => Some(repo.read_tree(&s.tree()?).await?),
         None => None,
@@ -371,7 +442,8 @@ async fn run_locked(
     drop(job_rx);
     let rt = tokio::runtime::Handle::current();
     let walker_repo = repo.clone();
-    let walk_root = root_path.to_path_buf();
+    let walk_root = ctx.root_path.to_path_buf();
+    let exclusions = opts.exclusions;
     let walker = std::thread::Builder::new()
         .name("walden-walk".into())
         .spawn(move || {
@@ -380,8 +452,9 @@ async fn run_locked(
                 rt,
                 events: ev_tx,
                 jobs: job_tx,
+                exclusions,
             };
-            w.walk(&walk_root, parent_root)
+            w.walk(&walk_root, "", parent_root)
         })
         .map_err(|e| Error::internal(format!("spawn walker: {e}")))?;
     let handle = session.handle();
@@ -404,22 +477,59 @@ async fn run_locked(
     .await
     .map_err(|e| Error::internal(format!("walker: {e}")))?
     .map_err(|_| Error::internal("walker panicked"))?;
+    let (nodes, mut counts) = built;
+    let handle = session.handle();
+    let outcome = async {
+        walked?;
+        let mut nodes = nodes?;
+        let extra = after_walk().await?;
+        for (name, bytes) in extra.root_files {
+            let mut node = node_from(OsStr::new(&name), ctx.root_md, NodeKind::File);
+            node.mode = 0o600;
+            node.size = bytes.len() as u64;
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            (node.mtime, node.mtime_nsec) = (now.as_secs() as i64, now.subsec_nanos());
+            (node.ctime, node.ctime_nsec) = (node.mtime, node.mtime_nsec);
+            node.inode = 0;
+            counts.files += 1;
+            counts.logical_bytes += node.size;
+            if !bytes.is_empty() {
+                let h = handle.clone();
+                node.content = vec![
+                    tokio::task::spawn_blocking(move || h.store(BlobType::Data, bytes))
+                        .await
+                        .map_err(|e| Error::internal(format!("storing {name}: {e}")))??,
+                ];
+            }
+            nodes.retain(|n| n.name != node.name);
+            nodes.push(node);
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let h = handle.clone();
+        let tree =
+            tokio::task::spawn_blocking(move || h.store(BlobType::Tree, Tree { nodes }.encode()))
+                .await
+                .map_err(|e| Error::internal(format!("storing the root tree: {e}")))??;
+        Ok::<_, Error>((tree, extra.postgres))
+    }
+    .await;
+    drop(handle);
     // Flush whatever was stored even when the walk failed: the next backup
     // then reuses it.
     let stats = session.finish().await;
-    let (tree, counts) = built;
-    walked?;
-    let tree = tree?;
+    let (tree, postgres) = outcome?;
     let stats = stats?;
 
-    let mut root = node_from(OsStr::new(""), root_md, NodeKind::Dir);
+    let mut root = node_from(OsStr::new(""), ctx.root_md, NodeKind::Dir);
     root.subtree = Some(tree);
     let snap = Snapshot {
         version: crate::format::VERSION,
-        time: crate::format::format_time(start_time),
+        time: crate::format::format_time(ctx.start_time),
         host: host_name(),
         user: user_name(),
-        paths: vec![path_str.to_string()],
+        paths: vec![ctx.path_str.to_string()],
         root,
         parent: parent.map(|(id, _)| id),
         tags: opts.tags.clone(),
@@ -432,8 +542,9 @@ async fn run_locked(
             new_blobs: stats.new_blobs,
             new_stored_bytes: stats.new_stored_bytes,
             new_packs: stats.new_packs,
-            duration_secs: started.elapsed().as_secs_f64(),
+            duration_secs: ctx.started.elapsed().as_secs_f64(),
         },
+        postgres,
     };
     let id = repo.save_snapshot(&snap).await?;
     Ok((id, snap))

@@ -16,11 +16,13 @@ pub mod pg;
 pub mod seal;
 
 pub mod catalog;
+pub mod cluster;
 pub mod store;
 
 pub mod repo;
 
 pub mod backup;
+pub mod basebackup;
 pub mod restore;
 pub mod verify;
 pub mod wal;

@@ -271,3 +271,163 @@ fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
     assert_eq!(code, 204, "corrupt: {}", String::from_utf8_lossy(&o.stderr));
     assert!(!root.join("out").exists());
 }
+
+/// What a restore must reproduce exactly.
+fn pgbench_state(c: &Cluster) -> String {
+    c.psql(
+        "select (select count(*) || ':' || sum(abalance) from pgbench_accounts) || '/' || \
+                (select count(*) || ':' || coalesce(sum(delta), 0) from pgbench_history) || '/' || \
+                (select sum(bbalance) from pgbench_branches)",
+    )
+}
+
+fn pgbench(c: &Cluster, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(Path::new(common::pg::PGBIN).join("pgbench"))
+        .args(c.client_args())
+        .args(args)
+        .arg("postgres")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
+    let tmp = tempfile::Builder::new()
+        .prefix("walden-pg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = tmp.path();
+    hand_over(root);
+    let archive = Archive::new(&root.join("archive"));
+    let source_dir = root.join("source");
+    hand_over(&source_dir);
+    let cmd = format!(
+        "archive_command = '{} --config {} wal-push %p'",
+        env!("CARGO_BIN_EXE_walden"),
+        archive.config.display()
+    );
+    let source = Cluster::start(
+        &source_dir,
+        &format!("wal_level = replica\narchive_mode = on\n{cmd}"),
+    );
+    assert!(
+        pgbench(&source, &["-i", "-s", "2", "-q"])
+            .wait()
+            .unwrap()
+            .success()
+    );
+
+    let backup = |kind: &str| {
+        let mut args = vec![
+            "--json".to_string(),
+            "backup".into(),
+            "--pgdata".into(),
+            source.data.display().to_string(),
+        ];
+        args.extend([
+            "--pg-host".into(),
+            source.sock().display().to_string(),
+            "--pg-port".into(),
+            source.port.to_string(),
+        ]);
+        args.extend([
+            "--pg-user".into(),
+            "postgres".into(),
+            "--type".into(),
+            kind.into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = archive.walden(&refs);
+        assert!(
+            o.status.success(),
+            "backup: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            source.log()
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let mut load = pgbench(&source, &["-c", "2", "-T", "4"]);
+    let full = backup("full");
+    assert!(load.wait().unwrap().success());
+    let mut load = pgbench(&source, &["-c", "2", "-T", "4"]);
+    let incremental = backup("incremental");
+    assert!(load.wait().unwrap().success());
+    assert_eq!(full["postgres"]["backup_type"], "full");
+    assert_eq!(incremental["postgres"]["backup_type"], "incremental");
+    assert_eq!(incremental["parent"], full["id"]);
+    let read = incremental["summary"]["files_read"].as_u64().unwrap();
+    let files = incremental["summary"]["files"].as_u64().unwrap();
+    assert!(
+        read < files / 2,
+        "the incremental reads only changed files: {read} of {files}"
+    );
+
+    // More work after the backups, then everything into the archive.
+    assert!(
+        pgbench(&source, &["-c", "2", "-t", "200"])
+            .wait()
+            .unwrap()
+            .success()
+    );
+    let expected = pgbench_state(&source);
+    let last = source.psql("select pg_walfile_name(pg_current_wal_lsn())");
+    source.psql("select pg_switch_wal()");
+    wait_for("the last segment to be archived", &source, || {
+        source.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= last
+    });
+    source.stop();
+
+    for snap in [&full, &incremental] {
+        let id = snap["id"].as_str().unwrap();
+        let dir = root.join(format!("restore-{}", &id[..8]));
+        hand_over(&dir);
+        let data = dir.join("pgdata");
+        let o = archive.walden(&["restore", id, "--to", data.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            data.join("backup_label").exists(),
+            "backup_label is restored"
+        );
+        assert!(
+            !data.join("postmaster.pid").exists(),
+            "postmaster.pid is left out"
+        );
+        assert_eq!(
+            std::fs::read_dir(data.join("pg_wal")).unwrap().count(),
+            0,
+            "pg_wal is empty"
+        );
+        std::fs::write(data.join("recovery.signal"), b"").unwrap();
+        hand_over(&data);
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let restored = Cluster::launch(
+            &dir,
+            data,
+            &format!(
+                "archive_mode = off\nrestore_command = '{} --config {} wal-fetch %f %p'",
+                env!("CARGO_BIN_EXE_walden"),
+                archive.config.display()
+            ),
+        );
+        wait_for("recovery to finish", &restored, || {
+            restored.psql("select pg_is_in_recovery()") == "f"
+        });
+        assert_eq!(
+            pgbench_state(&restored),
+            expected,
+            "snapshot {id}: the tables equal the source's\n{}",
+            restored.log()
+        );
+        assert!(
+            restored.log().contains("restored log file"),
+            "WAL came from walden"
+        );
+    }
+}

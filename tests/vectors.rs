@@ -22,7 +22,7 @@ use walden::format::index::{Index, IndexedPack};
 use walden::format::keyfile::KeyFile;
 use walden::format::lock::Lock;
 use walden::format::pack::{self, PackBuilder, PackEntry};
-use walden::format::snapshot::{Snapshot, Summary};
+use walden::format::snapshot::{PgBackup, Snapshot, Summary};
 use walden::format::tree::{Node, NodeKind, Tree};
 use walden::id::Id;
 use walden::seal::{Compression, KdfParams, Kind, MasterKey};
@@ -567,6 +567,19 @@ fn generate() -> Value {
             new_packs: 1,
             duration_secs: 0.25,
         },
+        postgres: Some(PgBackup {
+            system_identifier: "7354920114326491234".into(),
+            version_num: 150020,
+            timeline: 1,
+            start_lsn: "0/3000028".into(),
+            stop_lsn: "0/3000100".into(),
+            start_wal: "000000010000000000000003".into(),
+            stop_wal: "000000010000000000000003".into(),
+            start_time: "2024-05-01T12:00:00.000000000Z".into(),
+            stop_time: "2024-05-01T12:00:00.250000000Z".into(),
+            backup_type: "full".into(),
+            wal_segment_size: 16 << 20,
+        }),
     };
     let snapshot_json = snapshot.encode();
     let snapshot_id = Id::hash(b"walden vector: snapshot");

@@ -61,9 +61,22 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         kdf_iterations: u32,
     },
-    /// Back up a directory into a new snapshot
+    /// Back up a directory, or with --pgdata a running PostgreSQL cluster
     Backup {
-        path: PathBuf,
+        /// Directory to back up (not with --pgdata)
+        #[arg(required_unless_present = "pgdata", conflicts_with = "pgdata")]
+        path: Option<PathBuf>,
+        /// Online base backup of the running cluster whose data directory this is
+        #[arg(long)]
+        pgdata: Option<PathBuf>,
+        #[command(flatten)]
+        pg: PgArgs,
+        /// full, or incremental (the default: unchanged files are not read again)
+        #[arg(long = "type", value_parser = ["full", "incremental"], default_value = "incremental")]
+        backup_type: String,
+        /// Seconds to wait for the backup's last WAL file to reach the repository
+        #[arg(long, default_value_t = 60)]
+        archive_timeout: u64,
         /// Tag the snapshot (repeatable)
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -116,6 +129,23 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// How to reach PostgreSQL; each falls back to the usual PG* variable.
+#[derive(Args)]
+struct PgArgs {
+    /// Host name or socket directory (PGHOST; default /var/run/postgresql)
+    #[arg(long)]
+    pg_host: Option<String>,
+    /// Port (PGPORT; default 5432)
+    #[arg(long)]
+    pg_port: Option<u16>,
+    /// User (PGUSER; default the current user)
+    #[arg(long)]
+    pg_user: Option<String>,
+    /// Database to connect to (PGDATABASE; default postgres)
+    #[arg(long)]
+    pg_database: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -317,43 +347,52 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Backup {
+            path: _,
+            pgdata: Some(pgdata),
+            pg,
+            backup_type,
+            archive_timeout,
+            tags,
+            ..
+        } => {
+            let repo = Arc::new(open(&s).await?);
+            let opts = walden::basebackup::PgBackupOptions {
+                pgdata,
+                connect: walden::cluster::ConnectOptions {
+                    host: pg.pg_host,
+                    port: pg.pg_port,
+                    user: pg.pg_user,
+                    database: pg.pg_database,
+                },
+                full: backup_type == "full",
+                archive_timeout: std::time::Duration::from_secs(archive_timeout),
+                tags,
+            };
+            let (id, snap) = walden::basebackup::run(repo, opts).await?;
+            print_backup(&s, &id, &snap);
+        }
+        Command::Backup {
             path,
             tags,
             no_parent,
             parent,
+            ..
         } => {
+            let path = path.ok_or_else(|| Error::invalid("backup needs a PATH or --pgdata"))?;
             let repo = Arc::new(open(&s).await?);
             let parent = match (no_parent, parent) {
                 (true, _) => Parent::None,
                 (false, Some(p)) => Parent::Snapshot(repo.find_snapshot(&p)?.0),
                 (false, None) => Parent::Auto,
             };
-            let opts = BackupOptions { path, parent, tags };
+            let opts = BackupOptions {
+                path,
+                parent,
+                tags,
+                exclusions: None,
+            };
             let (id, snap) = backup::run(repo, opts, Arc::default()).await?;
-            if s.json {
-                print_json(
-                    &json!({"id": id, "time": snap.time, "paths": snap.paths, "parent": snap.parent, "summary": snap.summary}),
-                );
-            } else {
-                let m = &snap.summary;
-                println!("snapshot {id} saved");
-                println!(
-                    "  {} files ({} read, {} unchanged), {} dirs, {} symlinks, {}",
-                    m.files,
-                    m.files_read,
-                    m.files - m.files_read,
-                    m.dirs,
-                    m.symlinks,
-                    human_bytes(m.logical_bytes)
-                );
-                println!(
-                    "  added {} in {} new blobs and {} packs, in {:.1}s",
-                    human_bytes(m.new_stored_bytes),
-                    m.new_blobs,
-                    m.new_packs,
-                    m.duration_secs
-                );
-            }
+            print_backup(&s, &id, &snap);
         }
         Command::Snapshots => {
             let repo = open(&s).await?;
@@ -365,7 +404,7 @@ async fn run(cli: Cli) -> Result<()> {
                         json!({"id": id, "time": sn.time, "host": sn.host, "user": sn.user, "paths": sn.paths,
                                "tags": sn.tags, "parent": sn.parent, "files": sn.summary.files,
                                "logical_bytes": sn.summary.logical_bytes, "new_stored_bytes": sn.summary.new_stored_bytes,
-                               "summary": sn.summary})
+                               "summary": sn.summary, "postgres": sn.postgres})
                     })
                     .collect();
                 print_json(&serde_json::Value::Array(v));
@@ -567,6 +606,47 @@ async fn key(s: &Settings, k: KeyCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_backup(s: &Settings, id: &Id, snap: &walden::format::snapshot::Snapshot) {
+    if s.json {
+        print_json(
+            &json!({"id": id, "time": snap.time, "paths": snap.paths, "parent": snap.parent,
+                           "summary": snap.summary, "postgres": snap.postgres}),
+        );
+        return;
+    }
+    let m = &snap.summary;
+    println!("snapshot {id} saved");
+    if let Some(pg) = &snap.postgres {
+        println!(
+            "  {} base backup of system {} (PostgreSQL {}), timeline {}, LSN {} to {}, WAL {} to {}",
+            pg.backup_type,
+            pg.system_identifier,
+            pg.version_num,
+            pg.timeline,
+            pg.start_lsn,
+            pg.stop_lsn,
+            pg.start_wal,
+            pg.stop_wal
+        );
+    }
+    println!(
+        "  {} files ({} read, {} unchanged), {} dirs, {} symlinks, {}",
+        m.files,
+        m.files_read,
+        m.files.saturating_sub(m.files_read),
+        m.dirs,
+        m.symlinks,
+        human_bytes(m.logical_bytes)
+    );
+    println!(
+        "  added {} in {} new blobs and {} packs, in {:.1}s",
+        human_bytes(m.new_stored_bytes),
+        m.new_blobs,
+        m.new_packs,
+        m.duration_secs
+    );
 }
 
 fn report_key(s: &Settings, what: &str, id: &Id) {

@@ -27,6 +27,27 @@ pub struct Summary {
     pub duration_secs: f64,
 }
 
+/// What a PostgreSQL base backup records about the cluster and the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgBackup {
+    /// `pg_control_system().system_identifier`, as a decimal string.
+    pub system_identifier: String,
+    /// `server_version_num`, e.g. 150020.
+    pub version_num: u32,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    /// WAL files holding the start and stop LSNs: the first and last a
+    /// restore of this backup needs.
+    pub start_wal: String,
+    pub stop_wal: String,
+    pub start_time: String,
+    pub stop_time: String,
+    /// "full" or "incremental".
+    pub backup_type: String,
+    pub wal_segment_size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: u32,
@@ -40,6 +61,8 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     pub summary: Summary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgBackup>,
 }
 
 impl Snapshot {

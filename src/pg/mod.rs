@@ -2,4 +2,5 @@
 //! segment numbers. Kept version-independent: nothing here depends on the
 //! server version (the WAL segment size is a parameter, never assumed).
 
+pub mod exclude;
 pub mod walname;

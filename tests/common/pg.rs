@@ -75,8 +75,6 @@ impl Cluster {
             "PostgreSQL 15 is missing: run scripts/install-test-deps.sh"
         );
         let data = dir.join("pgdata");
-        let sock = dir.join("sock");
-        hand_over(&sock);
         check(
             as_server_user(Path::new(PGBIN).join("initdb"))
                 .current_dir("/")
@@ -97,18 +95,33 @@ impl Cluster {
                 .unwrap(),
             "initdb",
         );
+        Self::launch(dir, data, conf)
+    }
+
+    /// Starts the server on an existing data directory `data` (handed over
+    /// already), appending `conf` to its postgresql.auto.conf.
+    pub fn launch(dir: &Path, data: PathBuf, conf: &str) -> Cluster {
+        let sock = dir.join("sock");
+        hand_over(&sock);
         let log = dir.join("server.log");
         for _ in 0..5 {
             let port = free_port();
-            let conf_file = data.join("postgresql.conf");
+            let conf_file = data.join("postgresql.auto.conf");
             let base = format!(
                 "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n{conf}\n",
                 sock.display()
             );
-            let mut text = std::fs::read_to_string(&conf_file).unwrap();
+            let mut text = std::fs::read_to_string(&conf_file).unwrap_or_default();
             text.push_str(&base);
-            // Written through the server user so ownership stays right.
             std::fs::write(&conf_file, text).unwrap();
+            if is_root() {
+                let st = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&conf_file)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
             let o = as_server_user(Path::new(PGBIN).join("pg_ctl"))
                 .current_dir("/")
                 .arg("-D")
@@ -156,6 +169,22 @@ impl Cluster {
         )
         .trim()
         .to_string()
+    }
+
+    /// Arguments that point a client (psql, pgbench, walden) at the server.
+    pub fn client_args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            self.sock.display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-U".into(),
+            "postgres".into(),
+        ]
+    }
+
+    pub fn sock(&self) -> &Path {
+        &self.sock
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,143 @@
+//! An online PostgreSQL base backup: `pg_backup_start` on one session, the
+//! data directory read directly (leaving out what PostgreSQL's own base
+//! backup leaves out, see `pg::exclude`), then `pg_backup_stop`, whose
+//! `backup_label` and `tablespace_map` are stored in the snapshot's root. The
+//! snapshot is written only once the WAL file holding the stop LSN is in the
+//! repository, so every listed backup can be restored. A backup is
+//! incremental (unchanged files are not read again) when an earlier backup of
+//! the same cluster exists, unless a full one is asked for; either way each
+//! snapshot is complete on its own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backup::{self, AfterWalk, BackupOptions, Parent, Progress};
+use crate::cluster::{Cluster, ConnectOptions};
+use crate::error::{Error, Kind, Result};
+use crate::format::snapshot::{PgBackup, Snapshot};
+use crate::id::Id;
+use crate::pg::walname::WalName;
+use crate::repo::{Repo, host_name};
+
+#[derive(Debug, Clone)]
+pub struct PgBackupOptions {
+    pub pgdata: PathBuf,
+    pub connect: ConnectOptions,
+    /// Read every file, even those unchanged since the last backup.
+    pub full: bool,
+    /// How long to wait for the stop LSN's WAL file to reach the repository.
+    pub archive_timeout: Duration,
+    pub tags: Vec<String>,
+}
+
+/// The newest earlier backup of this cluster from this data directory.
+fn parent(repo: &Repo, sysid: &str, path: &str) -> Result<Option<(Id, Snapshot)>> {
+    let host = host_name();
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| {
+            s.paths == [path]
+                && s.host == host
+                && s.postgres
+                    .as_ref()
+                    .is_some_and(|p| p.system_identifier == sysid)
+        })
+        .max_by(|a, b| a.1.time.cmp(&b.1.time)))
+}
+
+/// Waits until the WAL record of `wal` exists.
+async fn wait_for_wal(repo: &Repo, wal: &str, timeout: Duration) -> Result<()> {
+    let name = WalName::parse(wal)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match crate::wal::read_record(repo, &name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::unavailable(format!(
+                "WAL file {wal}, which holds the backup's stop point, did not reach the repository within {}s; \
+                 is archive_command 'walden wal-push %p' with this repository? No snapshot was written",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot)> {
+    let pgdata =
+        std::fs::canonicalize(&opts.pgdata).map_err(|e| Error::io(opts.pgdata.display(), e))?;
+    let cluster = Cluster::connect(&opts.connect).await?;
+    let info = cluster.info().await?;
+    let server_dir = std::fs::canonicalize(&info.data_directory)
+        .unwrap_or_else(|_| info.data_directory.clone().into());
+    if server_dir != pgdata {
+        return Err(Error::invalid(format!(
+            "{} is not the data directory of the server walden connected to (that is {})",
+            pgdata.display(),
+            info.data_directory
+        )));
+    }
+    let path = pgdata.to_string_lossy().to_string();
+    repo.sync_catalog().await?;
+    let parent = if opts.full {
+        None
+    } else {
+        parent(&repo, &info.system_identifier, &path)?
+    };
+    let backup_type = if parent.is_some() {
+        "incremental"
+    } else {
+        "full"
+    };
+    let start_time = SystemTime::now();
+    let start = cluster
+        .backup_start(&format!(
+            "walden {}",
+            crate::format::format_time(start_time)
+        ))
+        .await?;
+    let timeline = WalName::parse(&start.wal)?.timeline;
+    let backup_opts = BackupOptions {
+        path: pgdata,
+        parent: match &parent {
+            Some((id, _)) => Parent::Snapshot(*id),
+            None => Parent::None,
+        },
+        tags: opts.tags.clone(),
+        exclusions: Some(crate::pg::exclude::decide),
+    };
+    let r = repo.clone();
+    let after = || async move {
+        let stop = cluster.backup_stop().await?;
+        wait_for_wal(&r, &stop.point.wal, opts.archive_timeout).await?;
+        let mut root_files = vec![("backup_label".to_string(), stop.backup_label.into_bytes())];
+        if !stop.tablespace_map.is_empty() {
+            root_files.push((
+                "tablespace_map".to_string(),
+                stop.tablespace_map.into_bytes(),
+            ));
+        }
+        Ok(AfterWalk {
+            root_files,
+            postgres: Some(PgBackup {
+                system_identifier: info.system_identifier.clone(),
+                version_num: info.version_num,
+                timeline,
+                start_lsn: start.lsn.clone(),
+                stop_lsn: stop.point.lsn,
+                start_wal: start.wal.clone(),
+                stop_wal: stop.point.wal,
+                start_time: crate::format::format_time(start_time),
+                stop_time: crate::format::format_time(SystemTime::now()),
+                backup_type: backup_type.to_string(),
+                wal_segment_size: info.wal_segment_size,
+            }),
+        })
+    };
+    backup::run_with(repo, backup_opts, Arc::new(Progress::default()), after).await
+}

@@ -1,0 +1,176 @@
+//! A live PostgreSQL cluster, over one libpq-protocol connection
+//! (tokio-postgres): what a base backup asks of the server — its version,
+//! system identifier, data directory and WAL segment size — and the backup
+//! API, which must start and stop on the same session. What differs between
+//! server versions (function names before and after PostgreSQL 15) is
+//! decided here and nowhere else.
+
+use crate::error::{Error, Result};
+
+/// How to connect: flags first, then the usual `PG*` environment variables,
+/// then libpq's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+}
+
+/// What the server says about itself.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub version_num: u32,
+    pub system_identifier: String,
+    pub data_directory: String,
+    pub wal_segment_size: u64,
+}
+
+/// Where the backup API put the start or the stop of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupPoint {
+    pub lsn: String,
+    pub wal: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupStop {
+    pub point: BackupPoint,
+    pub backup_label: String,
+    pub tablespace_map: String,
+}
+
+pub struct Cluster {
+    client: tokio_postgres::Client,
+    version_num: u32,
+}
+
+fn pg_err(what: &str, e: tokio_postgres::Error) -> Error {
+    Error::unavailable(format!("PostgreSQL {what}: {e}"))
+}
+
+impl Cluster {
+    pub async fn connect(o: &ConnectOptions) -> Result<Cluster> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut cfg = tokio_postgres::Config::new();
+        let host = o
+            .host
+            .clone()
+            .or_else(|| env("PGHOST"))
+            .unwrap_or_else(|| "/var/run/postgresql".into());
+        cfg.host(&host);
+        let port = match o.port {
+            Some(p) => p,
+            None => match env("PGPORT") {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| Error::invalid(format!("PGPORT {p:?} is not a port")))?,
+                None => 5432,
+            },
+        };
+        cfg.port(port);
+        let user = o
+            .user
+            .clone()
+            .or_else(|| env("PGUSER"))
+            .unwrap_or_else(crate::repo::user_name);
+        cfg.user(&user);
+        cfg.dbname(
+            o.database
+                .clone()
+                .or_else(|| env("PGDATABASE"))
+                .as_deref()
+                .unwrap_or("postgres"),
+        );
+        if let Some(pw) = env("PGPASSWORD") {
+            cfg.password(pw);
+        }
+        cfg.application_name("walden");
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            Error::unavailable(format!(
+                "cannot connect to PostgreSQL at {host}:{port} as {user}: {e}"
+            ))
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!("PostgreSQL connection: {e}");
+            }
+        });
+        let row = client
+            .query_one("select current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| pg_err("version", e))?;
+        let version_num = row.get::<_, i32>(0) as u32;
+        if version_num < 100000 {
+            return Err(Error::unsupported(format!(
+                "PostgreSQL {version_num} is older than 10"
+            )));
+        }
+        Ok(Cluster {
+            client,
+            version_num,
+        })
+    }
+
+    pub async fn info(&self) -> Result<ClusterInfo> {
+        let row = self
+            .client
+            .query_one(
+                "select (select system_identifier::text from pg_control_system()),
+                        current_setting('data_directory'),
+                        (select setting::bigint from pg_settings where name = 'wal_segment_size')",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("cluster information", e))?;
+        Ok(ClusterInfo {
+            version_num: self.version_num,
+            system_identifier: row.get(0),
+            data_directory: row.get(1),
+            wal_segment_size: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    /// Starts a non-exclusive backup with an immediate checkpoint.
+    pub async fn backup_start(&self, label: &str) -> Result<BackupPoint> {
+        let sql = if self.version_num >= 150000 {
+            "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, true) as lsn"
+        } else {
+            "select lsn::text, pg_walfile_name(lsn) from pg_start_backup($1, true, false) as lsn"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[&label])
+            .await
+            .map_err(|e| pg_err("backup start", e))?;
+        Ok(BackupPoint {
+            lsn: row.get(0),
+            wal: row.get(1),
+        })
+    }
+
+    /// Stops the backup started on this session, waiting until PostgreSQL
+    /// has archived the WAL it needs.
+    pub async fn backup_stop(&self) -> Result<BackupStop> {
+        let sql = if self.version_num >= 150000 {
+            "select lsn::text, pg_walfile_name(lsn), labelfile, coalesce(spcmapfile, '')
+               from pg_backup_stop(true)"
+        } else {
+            "select lsn::text, pg_walfile_name(lsn), labelfile, coalesce(spcmapfile, '')
+               from pg_stop_backup(false, true)"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| pg_err("backup stop", e))?;
+        Ok(BackupStop {
+            point: BackupPoint {
+                lsn: row.get(0),
+                wal: row.get(1),
+            },
+            backup_label: row.get(2),
+            tablespace_map: row.get(3),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Which files of a data directory a base backup leaves out, following
+//! PostgreSQL's own base backup (`basebackup.c`): directories whose contents
+//! are runtime state (the directory itself is kept, empty), files that must
+//! not be restored (`postmaster.pid`, an old `backup_label`, …), temporary
+//! files and relations, and the non-init forks of unlogged relations, which
+//! recovery resets from their init fork anyway. Pure: decides on names.
+
+use std::collections::HashSet;
+
+/// Directories kept but backed up empty, by path relative to the data
+/// directory. `pg_wal` is replayed from the archive instead.
+const EMPTY_DIRS: &[&str] = &[
+    "pg_wal",
+    "pg_stat_tmp",
+    "pg_replslot",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_subtrans",
+];
+
+/// Files left out wherever they are.
+const SKIP_FILES: &[&str] = &[
+    "postgresql.auto.conf.tmp",
+    "current_logfiles.tmp",
+    "pg_internal.init",
+    "backup_label",
+    "tablespace_map",
+    "backup_manifest",
+    "postmaster.pid",
+    "postmaster.opts",
+];
+
+/// What to do with one directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Keep,
+    Skip,
+    /// A directory kept without its contents.
+    KeepEmpty,
+}
+
+/// Decides for every entry of the directory at `rel_dir` (relative to the
+/// data directory, "" for its root); `entries` are (name, is_dir).
+pub fn decide(rel_dir: &str, entries: &[(&str, bool)]) -> Vec<Decision> {
+    // Unlogged relations: a relfilenode with an `_init` fork. In database
+    // directories only (base/<oid>, or pg_tblspc/<oid>/<version>/<oid>).
+    let in_db_dir = is_database_dir(rel_dir);
+    let unlogged: HashSet<&str> = if in_db_dir {
+        entries
+            .iter()
+            .filter_map(|(n, d)| (!*d).then_some(*n))
+            .filter_map(|n| n.strip_suffix("_init"))
+            .filter(|stem| is_digits(stem))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    entries
+        .iter()
+        .map(|(name, is_dir)| {
+            let path = if rel_dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel_dir}/{name}")
+            };
+            if name.starts_with("pgsql_tmp") {
+                return Decision::Skip;
+            }
+            if *is_dir {
+                return if EMPTY_DIRS.contains(&path.as_str()) {
+                    Decision::KeepEmpty
+                } else {
+                    Decision::Keep
+                };
+            }
+            if SKIP_FILES.contains(name) {
+                return Decision::Skip;
+            }
+            if in_db_dir {
+                if is_temp_relation(name) {
+                    return Decision::Skip;
+                }
+                let stem = relfilenode(name);
+                if unlogged.contains(stem) && !name.ends_with("_init") {
+                    return Decision::Skip;
+                }
+            }
+            Decision::Keep
+        })
+        .collect()
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `base/<oid>` or `pg_tblspc/<oid>/<PG_version_catversion>/<oid>`.
+fn is_database_dir(rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match parts.as_slice() {
+        ["base", db] => is_digits(db),
+        ["pg_tblspc", ts, _, db] => is_digits(ts) && is_digits(db),
+        _ => false,
+    }
+}
+
+/// The relfilenode a relation file belongs to: `16384`, `16384.1`,
+/// `16384_fsm`, `16384_vm.2` all give `16384`.
+fn relfilenode(name: &str) -> &str {
+    let end = name.find(['.', '_']).unwrap_or(name.len());
+    &name[..end]
+}
+
+/// Temporary relations: `t<backend>_<relfilenode>[_fork][.segment]`.
+fn is_temp_relation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else {
+        return false;
+    };
+    let Some((backend, rel)) = rest.split_once('_') else {
+        return false;
+    };
+    is_digits(backend) && is_digits(relfilenode(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_postgres_exclusions() {
+        let root = decide(
+            "",
+            &[
+                ("pg_wal", true),
+                ("base", true),
+                ("postmaster.pid", false),
+                ("backup_label", false),
+                ("PG_VERSION", false),
+                ("pg_replslot", true),
+                ("postgresql.conf", false),
+            ],
+        );
+        use Decision::*;
+        assert_eq!(
+            root,
+            vec![KeepEmpty, Keep, Skip, Skip, Keep, KeepEmpty, Keep]
+        );
+        let db = decide(
+            "base/16384",
+            &[
+                ("16385", false),
+                ("16385_init", false),
+                ("16385_fsm", false),
+                ("16390", false),
+                ("16390.1", false),
+                ("t3_16400", false),
+                ("pg_internal.init", false),
+                ("pgsql_tmp", true),
+            ],
+        );
+        assert_eq!(db, vec![Skip, Keep, Skip, Keep, Keep, Skip, Skip, Skip]);
+        // Outside database directories the relation rules do not apply.
+        assert_eq!(decide("global", &[("t3_16400", false)]), vec![Keep]);
+    }
+}
