@@ -52,7 +52,14 @@ pub struct BackupOptions {
     pub parent: Parent,
     pub tags: Vec<String>,
     pub exclusions: Option<Exclusions>,
+    /// Files (by path relative to the root) to cut into 8 KiB pages instead
+    /// of content-defined chunks: PostgreSQL relation files, whose updates
+    /// land on scattered pages, so only changed pages are stored again.
+    pub page_files: Option<fn(&str) -> bool>,
 }
+
+/// The PostgreSQL page size, and the block relation files are cut into.
+pub const PAGE_SIZE: usize = 8192;
 
 /// What the caller adds once the tree has been read: files for the root
 /// directory (a PostgreSQL backup's `backup_label`) and cluster metadata.
@@ -84,6 +91,7 @@ struct FileContent {
 
 struct ReadJob {
     path: PathBuf,
+    pages: bool,
     reply: Sender<Result<Option<FileContent>>>,
 }
 
@@ -124,6 +132,7 @@ fn unchanged(old: &Node, new: &Node) -> bool {
 fn read_file(
     session: &SessionHandle,
     path: &Path,
+    pages: bool,
     progress: &Progress,
 ) -> Result<Option<FileContent>> {
     let f = match File::open(path) {
@@ -134,7 +143,12 @@ fn read_file(
     let params = &session.repo().config().chunker;
     let mut ids = Vec::new();
     let mut size = 0u64;
-    for chunk in params.chunks(f) {
+    let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = if pages {
+        Box::new(crate::chunk::fixed_blocks(f, PAGE_SIZE))
+    } else {
+        Box::new(params.chunks(f))
+    };
+    for chunk in chunks {
         let chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
         size += chunk.len() as u64;
         progress
@@ -154,6 +168,7 @@ struct Walker<'a> {
     events: Sender<Event>,
     jobs: Sender<ReadJob>,
     exclusions: Option<Exclusions>,
+    page_files: Option<fn(&str) -> bool>,
 }
 
 impl Walker<'_> {
@@ -246,8 +261,20 @@ impl Walker<'_> {
                     continue;
                 }
                 let (tx, rx) = bounded(1);
+                let pages = self.page_files.is_some_and(|is_page_file| {
+                    let file_rel = if rel.is_empty() {
+                        name.to_string_lossy().into_owned()
+                    } else {
+                        format!("{rel}/{}", name.to_string_lossy())
+                    };
+                    is_page_file(&file_rel)
+                });
                 self.jobs
-                    .send(ReadJob { path, reply: tx })
+                    .send(ReadJob {
+                        path,
+                        pages,
+                        reply: tx,
+                    })
                     .map_err(|_| Error::internal("backup readers stopped"))?;
                 self.send(Event::File(node, rx))?;
             } else {
@@ -432,7 +459,7 @@ where
                 .name(format!("walden-read-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let r = read_file(&h, &job.path, &p);
+                        let r = read_file(&h, &job.path, job.pages, &p);
                         let _ = job.reply.send(r);
                     }
                 })
@@ -444,6 +471,7 @@ where
     let walker_repo = repo.clone();
     let walk_root = ctx.root_path.to_path_buf();
     let exclusions = opts.exclusions;
+    let page_files = opts.page_files;
     let walker = std::thread::Builder::new()
         .name("walden-walk".into())
         .spawn(move || {
@@ -453,6 +481,7 @@ where
                 events: ev_tx,
                 jobs: job_tx,
                 exclusions,
+                page_files,
             };
             w.walk(&walk_root, "", parent_root)
         })

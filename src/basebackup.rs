@@ -110,6 +110,7 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
         },
         tags: opts.tags.clone(),
         exclusions: Some(crate::pg::exclude::decide),
+        page_files: Some(crate::pg::exclude::is_relation_file),
     };
     let r = repo.clone();
     let after = || async move {

@@ -81,6 +81,41 @@ impl ChunkerParams {
     }
 }
 
+/// Fixed-size blocks of `reader` (the last may be shorter): for files made of
+/// pages, so that a changed page changes exactly one block.
+pub fn fixed_blocks<R: Read>(
+    mut reader: R,
+    size: usize,
+) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = vec![0u8; size];
+        let mut filled = 0;
+        while filled < size {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        if filled < size {
+            done = true;
+            if filled == 0 {
+                return None;
+            }
+            buf.truncate(filled);
+        }
+        Some(Ok(buf))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +175,18 @@ mod tests {
             shared + 2 >= b.len(),
             "only the chunks around the edit change"
         );
+    }
+
+    #[test]
+    fn fixed_blocks_cover_the_input() {
+        let d = data(3 * 8192 + 100);
+        let b: Vec<Vec<u8>> = fixed_blocks(&d[..], 8192).map(|c| c.unwrap()).collect();
+        assert_eq!(
+            b.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![8192, 8192, 8192, 100]
+        );
+        assert_eq!(b.concat(), d);
+        assert_eq!(fixed_blocks(&[][..], 8192).count(), 0);
     }
 
     #[test]

@@ -364,6 +364,32 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
         "the incremental reads only changed files: {read} of {files}"
     );
 
+    // A light workload touches few pages: with relation files cut into
+    // pages, the next backup stores about that much, not whole files.
+    // (A backup of the settled cluster first: pages that the load above
+    // dirtied after they were read are flushed by now.)
+    source.psql("checkpoint");
+    let settled = backup("incremental");
+    assert!(
+        pgbench(&source, &["-c", "1", "-t", "50"])
+            .wait()
+            .unwrap()
+            .success()
+    );
+    let light = backup("incremental");
+    eprintln!("settled stored {}", settled["summary"]["new_stored_bytes"]);
+    assert_eq!(light["parent"], settled["id"]);
+    let full_stored = full["summary"]["new_stored_bytes"].as_u64().unwrap();
+    let light_stored = light["summary"]["new_stored_bytes"].as_u64().unwrap();
+    eprintln!(
+        "full stored {full_stored}, light incremental stored {light_stored}, logical {}",
+        light["summary"]["logical_bytes"]
+    );
+    assert!(
+        light_stored * 6 < full_stored,
+        "50 transactions store a few pages, not whole relation files: {light_stored} vs a full {full_stored}"
+    );
+
     // More work after the backups, then everything into the archive.
     assert!(
         pgbench(&source, &["-c", "2", "-t", "200"])
@@ -379,7 +405,7 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
     });
     source.stop();
 
-    for snap in [&full, &incremental] {
+    for snap in [&full, &incremental, &light] {
         let id = snap["id"].as_str().unwrap();
         let dir = root.join(format!("restore-{}", &id[..8]));
         hand_over(&dir);

@@ -390,6 +390,7 @@ async fn run(cli: Cli) -> Result<()> {
                 parent,
                 tags,
                 exclusions: None,
+                page_files: None,
             };
             let (id, snap) = backup::run(repo, opts, Arc::default()).await?;
             print_backup(&s, &id, &snap);

@@ -92,6 +92,24 @@ pub fn decide(rel_dir: &str, entries: &[(&str, bool)]) -> Vec<Decision> {
         .collect()
 }
 
+/// Whether the file at `rel_path` (relative to the data directory) is a
+/// relation file: `base/<db>/…`, `global/…` or a tablespace's database
+/// directory, named `<relfilenode>[_fsm|_vm|_init][.<segment>]`. These are
+/// arrays of 8 KiB pages and are best cut at page boundaries.
+pub fn is_relation_file(rel_path: &str) -> bool {
+    let (dir, name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
+    if !(dir == "global" || is_database_dir(dir)) {
+        return false;
+    }
+    let (main, segment) = name.split_once('.').unwrap_or((name, "0"));
+    let stem = main
+        .strip_suffix("_fsm")
+        .or_else(|| main.strip_suffix("_vm"))
+        .or_else(|| main.strip_suffix("_init"))
+        .unwrap_or(main);
+    is_digits(stem) && is_digits(segment)
+}
+
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -163,5 +181,28 @@ mod tests {
         assert_eq!(db, vec![Skip, Keep, Skip, Keep, Keep, Skip, Skip, Skip]);
         // Outside database directories the relation rules do not apply.
         assert_eq!(decide("global", &[("t3_16400", false)]), vec![Keep]);
+    }
+
+    #[test]
+    fn recognizes_relation_files() {
+        for yes in [
+            "base/1/1259",
+            "base/16384/16385.1",
+            "base/5/2619_fsm",
+            "global/1262_vm",
+            "pg_tblspc/16390/PG_15_202209061/16384/16391",
+        ] {
+            assert!(is_relation_file(yes), "{yes}");
+        }
+        for no in [
+            "PG_VERSION",
+            "base/1/PG_VERSION",
+            "global/pg_control",
+            "pg_xact/0000",
+            "base/1/pg_filenode.map",
+            "base/16384/16385.x",
+        ] {
+            assert!(!is_relation_file(no), "{no}");
+        }
     }
 }
