@@ -3,10 +3,11 @@
 //! binary (`main.rs`, `cli/`) only parses arguments and prints.
 //!
 //! Layers, lowest first; each depends only on those above it in this list:
-//! - pure, no I/O: [`error`], [`id`], [`chunk`], [`seal`], [`format`]
-//! - adapters: [`store`] (OpenDAL), [`catalog`] (SQLite)
+//! - pure, no I/O: [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`]
+//! - adapters: [`store`] (OpenDAL), [`catalog`] (SQLite), [`cluster`] (a live
+//!   PostgreSQL server)
 //! - repository: [`repo`]
-//! - use cases: [`backup`], [`restore`], [`verify`]
+//! - use cases: [`backup`], [`basebackup`], [`wal`], [`restore`], [`verify`]
 
 pub mod chunk;
 pub mod error;
