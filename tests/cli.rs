@@ -596,3 +596,59 @@ fn planted_or_broken_key_files_do_not_block_opening() {
     );
     assert_eq!(code(&e.cmd_pw("wrong", &["snapshots"])), 3);
 }
+
+#[test]
+fn wal_push_killed_mid_upload_stores_nothing_visible_and_the_retry_succeeds() {
+    let e = Env::new();
+    e.init();
+    let dir = e.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seg = dir.join("000000010000000000000010");
+    let content = noise(77, 96 << 20);
+    std::fs::write(&seg, &content).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walden"))
+        .env("WALDEN_REPO", e.repo())
+        .env("WALDEN_PASSWORD", "correct horse")
+        .env("WALDEN_CACHE_DIR", e.path("cache"))
+        .args(["wal-push", seg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while e.objects("data").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no pack appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "wal-push finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL, as a crash or an OOM kill would
+    child.wait().unwrap();
+
+    // Not archived: PostgreSQL would retry the push, and a restore would not
+    // find a half-stored segment.
+    let out = e.path("fetched");
+    let o = e.run(&[
+        "wal-fetch",
+        "000000010000000000000010",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!out.exists());
+
+    // PostgreSQL's retry of the same file succeeds and fetches back whole.
+    let o = e.run(&["--json", "wal-push", seg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    e.ok(&[
+        "wal-fetch",
+        "000000010000000000000010",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "fetched bytes equal the segment"
+    );
+    e.ok(&["verify", "--read-data"]);
+}
