@@ -56,6 +56,9 @@ pub struct BackupOptions {
     /// of content-defined chunks: PostgreSQL relation files, whose updates
     /// land on scattered pages, so only changed pages are stored again.
     pub page_files: Option<fn(&str) -> bool>,
+    /// Verify the checksums of pages older than this LSN (the backup's start)
+    /// in page files: set when the cluster has data checksums.
+    pub verify_pages_before: Option<u64>,
 }
 
 /// The PostgreSQL page size, and the block relation files are cut into.
@@ -87,10 +90,13 @@ enum Event {
 struct FileContent {
     ids: Vec<Id>,
     size: u64,
+    /// Pages whose checksum failed, read twice: "base/5/1259 block 3".
+    bad_pages: Vec<String>,
 }
 
 struct ReadJob {
     path: PathBuf,
+    rel: String,
     pages: bool,
     reply: Sender<Result<Option<FileContent>>>,
 }
@@ -131,10 +137,11 @@ fn unchanged(old: &Node, new: &Node) -> bool {
 /// listed gives `None`.
 fn read_file(
     session: &SessionHandle,
-    path: &Path,
-    pages: bool,
+    job: &ReadJob,
+    verify_before: Option<u64>,
     progress: &Progress,
 ) -> Result<Option<FileContent>> {
+    let path = &job.path;
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -143,13 +150,33 @@ fn read_file(
     let params = &session.repo().config().chunker;
     let mut ids = Vec::new();
     let mut size = 0u64;
-    let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = if pages {
-        Box::new(crate::chunk::fixed_blocks(f, PAGE_SIZE))
+    let mut bad_pages = Vec::new();
+    let verify_before = verify_before.filter(|_| job.pages);
+    let first_block = crate::pg::page::first_block(&job.rel);
+    let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = if job.pages {
+        Box::new(crate::chunk::fixed_blocks(&f, PAGE_SIZE))
     } else {
-        Box::new(params.chunks(f))
+        Box::new(params.chunks(&f))
     };
-    for chunk in chunks {
-        let chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
+    for (i, chunk) in chunks.enumerate() {
+        let mut chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
+        if let Some(start) = verify_before {
+            let blkno = first_block + i as u32;
+            if crate::pg::page::is_damaged(&chunk, blkno, start) {
+                // A page can be caught mid-write: read it once more, as
+                // PostgreSQL's own base backup does, and keep the second read.
+                use std::os::unix::fs::FileExt;
+                let mut again = vec![0u8; chunk.len()];
+                if f.read_exact_at(&mut again, i as u64 * PAGE_SIZE as u64)
+                    .is_ok()
+                {
+                    chunk = again;
+                }
+                if crate::pg::page::is_damaged(&chunk, blkno, start) {
+                    bad_pages.push(format!("{} block {blkno}", job.rel));
+                }
+            }
+        }
         size += chunk.len() as u64;
         progress
             .bytes
@@ -159,7 +186,11 @@ fn read_file(
     progress
         .files
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(Some(FileContent { ids, size }))
+    Ok(Some(FileContent {
+        ids,
+        size,
+        bad_pages,
+    }))
 }
 
 struct Walker<'a> {
@@ -261,17 +292,18 @@ impl Walker<'_> {
                     continue;
                 }
                 let (tx, rx) = bounded(1);
-                let pages = self.page_files.is_some_and(|is_page_file| {
-                    let file_rel = if rel.is_empty() {
-                        name.to_string_lossy().into_owned()
-                    } else {
-                        format!("{rel}/{}", name.to_string_lossy())
-                    };
-                    is_page_file(&file_rel)
-                });
+                let file_rel = if rel.is_empty() {
+                    name.to_string_lossy().into_owned()
+                } else {
+                    format!("{rel}/{}", name.to_string_lossy())
+                };
+                let pages = self
+                    .page_files
+                    .is_some_and(|is_page_file| is_page_file(&file_rel));
                 self.jobs
                     .send(ReadJob {
                         path,
+                        rel: file_rel,
                         pages,
                         reply: tx,
                     })
@@ -296,6 +328,7 @@ struct Counts {
     symlinks: u64,
     logical_bytes: u64,
     files_read: u64,
+    checksum_failures: Vec<String>,
 }
 
 /// Consumes events in order; returns the root directory's entries.
@@ -339,6 +372,7 @@ fn build(
                     counts.files += 1;
                     counts.files_read += 1;
                     counts.logical_bytes += c.size;
+                    counts.checksum_failures.extend(c.bad_pages);
                     stack.last_mut().expect("root").1.push(node);
                 }
             }
@@ -443,6 +477,7 @@ where
         Some((_, s)) => Some(repo.read_tree(&s.tree()?).await?),
         None => None,
     };
+    let verify_before = opts.verify_pages_before;
     let session = Session::start(repo.clone());
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -459,7 +494,7 @@ where
                 .name(format!("walden-read-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let r = read_file(&h, &job.path, job.pages, &p);
+                        let r = read_file(&h, &job, verify_before, &p);
                         let _ = job.reply.send(r);
                     }
                 })
@@ -572,6 +607,7 @@ where
             new_stored_bytes: stats.new_stored_bytes,
             new_packs: stats.new_packs,
             duration_secs: ctx.started.elapsed().as_secs_f64(),
+            checksum_failures: std::mem::take(&mut counts.checksum_failures),
         },
         postgres,
     };

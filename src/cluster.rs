@@ -24,6 +24,7 @@ pub struct ClusterInfo {
     pub system_identifier: String,
     pub data_directory: String,
     pub wal_segment_size: u64,
+    pub data_checksums: bool,
 }
 
 /// Where the backup API put the start or the stop of a backup.
@@ -118,7 +119,8 @@ impl Cluster {
             .query_one(
                 "select (select system_identifier::text from pg_control_system()),
                         current_setting('data_directory'),
-                        (select setting::bigint from pg_settings where name = 'wal_segment_size')",
+                        (select setting::bigint from pg_settings where name = 'wal_segment_size'),
+                        current_setting('data_checksums') = 'on'",
                 &[],
             )
             .await
@@ -128,6 +130,7 @@ impl Cluster {
             system_identifier: row.get(0),
             data_directory: row.get(1),
             wal_segment_size: row.get::<_, i64>(2) as u64,
+            data_checksums: row.get(3),
         })
     }
 

@@ -23,7 +23,7 @@ fn exit_code(kind: Kind) -> i32 {
 fn main() {
     let outcome = cli::main();
     let code = match outcome.result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("walden: error: {e}");
             // PostgreSQL ends recovery on any restore_command exit of 1 to

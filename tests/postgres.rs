@@ -357,6 +357,14 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
     assert_eq!(full["postgres"]["backup_type"], "full");
     assert_eq!(incremental["postgres"]["backup_type"], "incremental");
     assert_eq!(incremental["parent"], full["id"]);
+    for b in [&full, &incremental] {
+        // Pages written during the backup may be torn; they are newer than
+        // the backup's start and are not reported.
+        assert!(
+            b["summary"]["checksum_failures"].is_null(),
+            "no false page checksum failures: {b}"
+        );
+    }
     let read = incremental["summary"]["files_read"].as_u64().unwrap();
     let files = incremental["summary"]["files"].as_u64().unwrap();
     assert!(
@@ -456,4 +464,65 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
             "WAL came from walden"
         );
     }
+}
+
+#[test]
+fn damaged_page_is_named_recorded_and_gives_its_own_exit_code() {
+    let tmp = tempfile::Builder::new()
+        .prefix("walden-pg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = tmp.path();
+    hand_over(root);
+    let archive = Archive::new(&root.join("archive"));
+    let dir = root.join("cluster");
+    hand_over(&dir);
+    let cmd = format!(
+        "wal_level = replica\narchive_mode = on\nautovacuum = off\narchive_command = '{} --config {} wal-push %p'",
+        env!("CARGO_BIN_EXE_walden"),
+        archive.config.display()
+    );
+    let cluster = Cluster::start(&dir, &cmd);
+    cluster.psql("create table victim as select g, md5(g::text) from generate_series(1, 2000) g");
+    cluster.psql("checkpoint");
+    let rel = cluster.psql("select pg_relation_filepath('victim')");
+    cluster.stop();
+    let file = cluster.data.join(&rel);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8192 + 5000] ^= 0x10; // block 1
+    std::fs::write(&file, &bytes).unwrap();
+    let data = cluster.data.clone();
+    drop(cluster);
+    let cluster = Cluster::launch(&dir, data, "");
+    let o = archive.walden(&[
+        "--json",
+        "backup",
+        "--pgdata",
+        cluster.data.to_str().unwrap(),
+        "--pg-host",
+        cluster.sock().to_str().unwrap(),
+        "--pg-port",
+        &cluster.port.to_string(),
+        "--pg-user",
+        "postgres",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(9), "{stderr}");
+    let want = format!("{rel} block 1");
+    assert!(stderr.contains(&want), "names the file and block: {stderr}");
+    let snap: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        snap["summary"]["checksum_failures"],
+        serde_json::json!([want]),
+        "recorded in the snapshot"
+    );
+    let list = archive.walden(&["--json", "snapshots"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&list.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

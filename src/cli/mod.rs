@@ -293,9 +293,14 @@ fn human_bytes(n: u64) -> String {
 /// How a run ended, and whether it was `wal-fetch`, whose hard failures must
 /// stop PostgreSQL's recovery rather than look like the end of the archive.
 pub struct Outcome {
-    pub result: Result<()>,
+    /// The exit code on success: 0, or 9 for a base backup that found
+    /// damaged pages (the snapshot is saved all the same).
+    pub result: Result<i32>,
     pub wal_fetch: bool,
 }
+
+/// Exit code of a base backup that completed but found page checksum failures.
+pub const EXIT_PAGE_CHECKSUMS: i32 = 9;
 
 pub fn main() -> Outcome {
     let cli = Cli::parse();
@@ -306,7 +311,7 @@ pub fn main() -> Outcome {
     }
 }
 
-fn run_cli(cli: Cli) -> Result<()> {
+fn run_cli(cli: Cli) -> Result<i32> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -326,7 +331,7 @@ async fn open(s: &Settings) -> Result<Repo> {
     Repo::open(store, &password(s)?, &s.cache_dir).await
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<i32> {
     let s = settings(&cli.global)?;
     match cli.command {
         Command::Init {
@@ -370,6 +375,16 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let (id, snap) = walden::basebackup::run(repo, opts).await?;
             print_backup(&s, &id, &snap);
+            let failures = &snap.summary.checksum_failures;
+            if !failures.is_empty() {
+                eprintln!(
+                    "walden: error: {} page(s) failed their checksum; the snapshot {} records them: {}",
+                    failures.len(),
+                    id.short(),
+                    failures.join(", ")
+                );
+                return Ok(EXIT_PAGE_CHECKSUMS);
+            }
         }
         Command::Backup {
             path,
@@ -391,6 +406,7 @@ async fn run(cli: Cli) -> Result<()> {
                 tags,
                 exclusions: None,
                 page_files: None,
+                verify_pages_before: None,
             };
             let (id, snap) = backup::run(repo, opts, Arc::default()).await?;
             print_backup(&s, &id, &snap);
@@ -566,7 +582,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 async fn key(s: &Settings, k: KeyCommand) -> Result<()> {

@@ -25,6 +25,9 @@ pub struct Summary {
     pub new_stored_bytes: u64,
     pub new_packs: u64,
     pub duration_secs: f64,
+    /// Pages whose checksum failed while read ("base/5/1259 block 3").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksum_failures: Vec<String>,
 }
 
 /// What a PostgreSQL base backup records about the cluster and the backup.

@@ -3,4 +3,5 @@
 //! server version (the WAL segment size is a parameter, never assumed).
 
 pub mod exclude;
+pub mod page;
 pub mod walname;

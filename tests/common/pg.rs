@@ -1,5 +1,5 @@
 //! Throwaway PostgreSQL clusters for integration tests: initdb in a
-//! temporary directory (1 MiB WAL segments, no fsync), a free port and a
+//! temporary directory (1 MiB WAL segments, data checksums, no fsync), a free port and a
 //! private socket directory, stopped when dropped. As root, the server and
 //! anything it runs (archive_command) run as the `postgres` user, so the
 //! directories it touches are handed to that user.
@@ -90,7 +90,7 @@ impl Cluster {
                     "-E",
                     "UTF8",
                 ])
-                .args(["--locale=C.UTF-8", "--wal-segsize=1"])
+                .args(["--locale=C.UTF-8", "--wal-segsize=1", "--data-checksums"])
                 .output()
                 .unwrap(),
             "initdb",
