@@ -566,6 +566,7 @@ fn generate() -> Value {
             new_stored_bytes: entries.iter().map(|e| e.length as u64).sum(),
             new_packs: 1,
             duration_secs: 0.25,
+            checksum_failures: vec!["base/16384/16385 block 7".into()],
         },
         postgres: Some(PgBackup {
             system_identifier: "7354920114326491234".into(),
