@@ -56,6 +56,34 @@ impl Archive {
             .unwrap()
     }
 
+    /// `archive_command` pushing into this archive.
+    fn push_command(&self) -> String {
+        format!(
+            "archive_command = '{} --config {} wal-push %p'",
+            env!("CARGO_BIN_EXE_walden"),
+            self.config.display()
+        )
+    }
+
+    /// `walden --json backup --pgdata` of `cluster`, as the server's user.
+    fn base_backup(&self, cluster: &Cluster, kind: &str) -> Output {
+        let port = cluster.port.to_string();
+        self.walden(&[
+            "--json",
+            "backup",
+            "--pgdata",
+            cluster.data.to_str().unwrap(),
+            "--pg-host",
+            cluster.sock().to_str().unwrap(),
+            "--pg-port",
+            &port,
+            "--pg-user",
+            "postgres",
+            "--type",
+            kind,
+        ])
+    }
+
     fn archive_command(&self, copy: &Path) -> String {
         format!(
             "archive_command = '{} --config {} wal-push %p && cp %p {}/%f'",
@@ -303,11 +331,7 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
     let archive = Archive::new(&root.join("archive"));
     let source_dir = root.join("source");
     hand_over(&source_dir);
-    let cmd = format!(
-        "archive_command = '{} --config {} wal-push %p'",
-        env!("CARGO_BIN_EXE_walden"),
-        archive.config.display()
-    );
+    let cmd = archive.push_command();
     let source = Cluster::start(
         &source_dir,
         &format!("wal_level = replica\narchive_mode = on\n{cmd}"),
@@ -320,26 +344,7 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
     );
 
     let backup = |kind: &str| {
-        let mut args = vec![
-            "--json".to_string(),
-            "backup".into(),
-            "--pgdata".into(),
-            source.data.display().to_string(),
-        ];
-        args.extend([
-            "--pg-host".into(),
-            source.sock().display().to_string(),
-            "--pg-port".into(),
-            source.port.to_string(),
-        ]);
-        args.extend([
-            "--pg-user".into(),
-            "postgres".into(),
-            "--type".into(),
-            kind.into(),
-        ]);
-        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let o = archive.walden(&refs);
+        let o = archive.base_backup(&source, kind);
         assert!(
             o.status.success(),
             "backup: {}\n{}",
@@ -348,6 +353,7 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
         );
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
+
     let mut load = pgbench(&source, &["-c", "2", "-T", "4"]);
     let full = backup("full");
     assert!(load.wait().unwrap().success());
@@ -478,9 +484,8 @@ fn damaged_page_is_named_recorded_and_gives_its_own_exit_code() {
     let dir = root.join("cluster");
     hand_over(&dir);
     let cmd = format!(
-        "wal_level = replica\narchive_mode = on\nautovacuum = off\narchive_command = '{} --config {} wal-push %p'",
-        env!("CARGO_BIN_EXE_walden"),
-        archive.config.display()
+        "wal_level = replica\narchive_mode = on\nautovacuum = off\n{}",
+        archive.push_command()
     );
     let cluster = Cluster::start(&dir, &cmd);
     cluster.psql("create table victim as select g, md5(g::text) from generate_series(1, 2000) g");
@@ -494,18 +499,7 @@ fn damaged_page_is_named_recorded_and_gives_its_own_exit_code() {
     let data = cluster.data.clone();
     drop(cluster);
     let cluster = Cluster::launch(&dir, data, "");
-    let o = archive.walden(&[
-        "--json",
-        "backup",
-        "--pgdata",
-        cluster.data.to_str().unwrap(),
-        "--pg-host",
-        cluster.sock().to_str().unwrap(),
-        "--pg-port",
-        &cluster.port.to_string(),
-        "--pg-user",
-        "postgres",
-    ]);
+    let o = archive.base_backup(&cluster, "full");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(9), "{stderr}");
     let want = format!("{rel} block 1");
