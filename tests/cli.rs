@@ -233,10 +233,32 @@ fn passwords_keys_and_wrong_password() {
         .env("WALDEN_PASSWORD", "correct horse")
         .env("WALDEN_NEW_PASSWORD", "second")
         .env("WALDEN_CACHE_DIR", e.path("cache"))
-        .args(["key", "add"])
+        .args([
+            "key",
+            "add",
+            "--kdf-memory-mib",
+            "16",
+            "--kdf-iterations",
+            "2",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    let costs: Vec<(u64, u64)> = e
+        .objects("keys")
+        .iter()
+        .map(|k| {
+            let v: Value = serde_json::from_slice(&std::fs::read(k).unwrap()).unwrap();
+            (
+                v["kdf"]["memory_kib"].as_u64().unwrap(),
+                v["kdf"]["iterations"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        costs.contains(&(16 * 1024, 2)),
+        "the new key has the Argon2id cost asked for: {costs:?}"
+    );
     assert!(
         e.cmd_pw("second", &["snapshots"]).status.success(),
         "second password opens"

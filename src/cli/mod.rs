@@ -154,6 +154,13 @@ enum KeyCommand {
     Add {
         #[arg(long, env = "WALDEN_NEW_PASSWORD_FILE")]
         new_password_file: Option<PathBuf>,
+        /// Argon2id memory cost in MiB. A long random password in a file (for
+        /// archive_command) gains nothing from a high cost; a human one does.
+        #[arg(long, default_value_t = 64)]
+        kdf_memory_mib: u32,
+        /// Argon2id iterations
+        #[arg(long, default_value_t = 3)]
+        kdf_iterations: u32,
     },
     /// List key files
     List,
@@ -588,9 +595,18 @@ async fn run(cli: Cli) -> Result<i32> {
 async fn key(s: &Settings, k: KeyCommand) -> Result<()> {
     let mut repo = open(s).await?;
     match k {
-        KeyCommand::Add { new_password_file } => {
+        KeyCommand::Add {
+            new_password_file,
+            kdf_memory_mib,
+            kdf_iterations,
+        } => {
+            let cost = KdfCost {
+                memory_kib: kdf_memory_mib.saturating_mul(1024),
+                iterations: kdf_iterations,
+                ..KdfCost::default()
+            };
             let id = repo
-                .add_key(&new_password(&new_password_file)?, KdfCost::default())
+                .add_key(&new_password(&new_password_file)?, cost)
                 .await?;
             report_key(s, "added", &id);
         }
