@@ -345,11 +345,7 @@ async fn run(cli: Cli) -> Result<i32> {
             kdf_memory_mib,
             kdf_iterations,
         } => {
-            let cost = KdfCost {
-                memory_kib: kdf_memory_mib.saturating_mul(1024),
-                iterations: kdf_iterations,
-                ..KdfCost::default()
-            };
+            let cost = kdf_cost(kdf_memory_mib, kdf_iterations);
             let store = Store::open(&s.repo)?;
             let repo = Repo::init(store, &password(&s)?, cost, &s.cache_dir).await?;
             if s.json {
@@ -600,11 +596,7 @@ async fn key(s: &Settings, k: KeyCommand) -> Result<()> {
             kdf_memory_mib,
             kdf_iterations,
         } => {
-            let cost = KdfCost {
-                memory_kib: kdf_memory_mib.saturating_mul(1024),
-                iterations: kdf_iterations,
-                ..KdfCost::default()
-            };
+            let cost = kdf_cost(kdf_memory_mib, kdf_iterations);
             let id = repo
                 .add_key(&new_password(&new_password_file)?, cost)
                 .await?;
@@ -680,6 +672,15 @@ fn print_backup(s: &Settings, id: &Id, snap: &walden::format::snapshot::Snapshot
         m.new_packs,
         m.duration_secs
     );
+}
+
+/// The Argon2id cost of a new key, from `--kdf-memory-mib` and `--kdf-iterations`.
+fn kdf_cost(memory_mib: u32, iterations: u32) -> KdfCost {
+    KdfCost {
+        memory_kib: memory_mib.saturating_mul(1024),
+        iterations,
+        ..KdfCost::default()
+    }
 }
 
 fn report_key(s: &Settings, what: &str, id: &Id) {
