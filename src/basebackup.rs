@@ -83,7 +83,8 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
         )));
     }
     let path = pgdata.to_string_lossy().to_string();
-    repo.sync_catalog().await?;
+    // `repo` was synced when opened, which is enough to choose the parent;
+    // `backup::run_with` syncs again under its lock before reusing anything.
     let parent = if opts.full {
         None
     } else {

@@ -74,7 +74,8 @@ fn chunk_ids(repo: &Repo, path: &Path) -> Result<(Vec<Id>, u64)> {
     Ok((ids, size))
 }
 
-/// Archives the WAL file at `path` (PostgreSQL's `%p`).
+/// Archives the WAL file at `path` (PostgreSQL's `%p`). Needs no synced
+/// catalog: it syncs under its lock before storing anything.
 pub async fn push(repo: Arc<Repo>, path: &Path) -> Result<PushOutcome> {
     let name = file_name(path)?;
     match read_record(&repo, &name).await {

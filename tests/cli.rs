@@ -177,7 +177,17 @@ fn unchanged_second_backup_reads_nothing_and_writes_no_pack() {
     // Touching one file rereads only it; its unchanged content is deduplicated.
     let f = src.join("random.bin");
     filetime::set_file_mtime(&f, filetime::FileTime::now()).unwrap();
-    let third = e.json(&["backup", src.to_str().unwrap()]);
+    // An explicit parent (the first, not the newest) and a tag.
+    let first_id = first["id"].as_str().unwrap();
+    let third = e.json(&[
+        "backup",
+        "--parent",
+        &first_id[..10],
+        "--tag",
+        "weekly",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(third["parent"].as_str().unwrap(), first_id);
     assert_eq!(third["summary"]["files_read"], 1);
     assert_eq!(
         third["summary"]["new_packs"], 1,
@@ -201,6 +211,8 @@ fn unchanged_second_backup_reads_nothing_and_writes_no_pack() {
         }
         assert_eq!(s["files"], 7);
     }
+    assert_eq!(arr[2]["tags"], serde_json::json!(["weekly"]));
+    assert_eq!(arr[0]["tags"], serde_json::json!([]), "no tags unless given");
 }
 
 #[test]

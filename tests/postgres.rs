@@ -18,6 +18,18 @@ struct Archive {
 }
 
 impl Archive {
+    /// A temporary directory the server's user can use, under /tmp (root's
+    /// own temp dirs are not traversable by it), with an archive inside.
+    fn in_temp_dir() -> (tempfile::TempDir, Archive) {
+        let tmp = tempfile::Builder::new()
+            .prefix("walden-pg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        hand_over(tmp.path());
+        let archive = Archive::new(&tmp.path().join("archive"));
+        (tmp, archive)
+    }
+
     fn new(dir: &Path) -> Archive {
         hand_over(dir);
         let config = dir.join("walden.toml");
@@ -67,12 +79,23 @@ impl Archive {
 
     /// `walden --json backup --pgdata` of `cluster`, as the server's user.
     fn base_backup(&self, cluster: &Cluster, kind: &str) -> Output {
+        self.base_backup_of(cluster, &cluster.data, kind, &[])
+    }
+
+    /// Like `base_backup`, naming `pgdata` and adding `extra` arguments.
+    fn base_backup_of(
+        &self,
+        cluster: &Cluster,
+        pgdata: &Path,
+        kind: &str,
+        extra: &[&str],
+    ) -> Output {
         let port = cluster.port.to_string();
-        self.walden(&[
+        let mut args = vec![
             "--json",
             "backup",
             "--pgdata",
-            cluster.data.to_str().unwrap(),
+            pgdata.to_str().unwrap(),
             "--pg-host",
             cluster.sock().to_str().unwrap(),
             "--pg-port",
@@ -81,7 +104,9 @@ impl Archive {
             "postgres",
             "--type",
             kind,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.walden(&args)
     }
 
     fn archive_command(&self, copy: &Path) -> String {
@@ -108,13 +133,8 @@ fn wait_for(what: &str, cluster: &Cluster, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
-    let tmp = tempfile::Builder::new()
-        .prefix("walden-pg")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let (tmp, archive) = Archive::in_temp_dir();
     let root = tmp.path();
-    hand_over(root);
-    let archive = Archive::new(&root.join("archive"));
     let copy = root.join("copy");
     hand_over(&copy);
     let cluster = Cluster::start(
@@ -194,13 +214,8 @@ fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
 
 #[test]
 fn repush_same_content_succeeds_and_different_content_is_refused() {
-    let tmp = tempfile::Builder::new()
-        .prefix("walden-pg")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let (tmp, archive) = Archive::in_temp_dir();
     let root = tmp.path();
-    hand_over(root);
-    let archive = Archive::new(&root.join("archive"));
     let seg_dir = root.join("pg_wal");
     std::fs::create_dir_all(&seg_dir).unwrap();
     let seg = seg_dir.join("000000010000000000000042");
@@ -267,13 +282,8 @@ fn repush_same_content_succeeds_and_different_content_is_refused() {
 
 #[test]
 fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
-    let tmp = tempfile::Builder::new()
-        .prefix("walden-pg")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let (tmp, archive) = Archive::in_temp_dir();
     let root = tmp.path();
-    hand_over(root);
-    let archive = Archive::new(&root.join("archive"));
     let seg = root.join("000000010000000000000007");
     std::fs::write(&seg, noise(7, 1 << 20)).unwrap();
     hand_over(root);
@@ -322,13 +332,8 @@ fn pgbench(c: &Cluster, args: &[&str]) -> std::process::Child {
 
 #[test]
 fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
-    let tmp = tempfile::Builder::new()
-        .prefix("walden-pg")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let (tmp, archive) = Archive::in_temp_dir();
     let root = tmp.path();
-    hand_over(root);
-    let archive = Archive::new(&root.join("archive"));
     let source_dir = root.join("source");
     hand_over(&source_dir);
     let cmd = archive.push_command();
@@ -364,6 +369,14 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
     assert_eq!(incremental["postgres"]["backup_type"], "incremental");
     assert_eq!(incremental["parent"], full["id"]);
     for b in [&full, &incremental] {
+        // The WAL the snapshot says it ends in is archived.
+        let stop_wal = b["postgres"]["stop_wal"].as_str().unwrap();
+        let dest = root.join(format!("check-{stop_wal}"));
+        let o = archive.walden(&["wal-fetch", stop_wal, dest.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "stop WAL {stop_wal} is in the repository"
+        );
         // Pages written during the backup may be torn; they are newer than
         // the backup's start and are not reported.
         assert!(
@@ -474,13 +487,8 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
 
 #[test]
 fn damaged_page_is_named_recorded_and_gives_its_own_exit_code() {
-    let tmp = tempfile::Builder::new()
-        .prefix("walden-pg")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let (tmp, archive) = Archive::in_temp_dir();
     let root = tmp.path();
-    hand_over(root);
-    let archive = Archive::new(&root.join("archive"));
     let dir = root.join("cluster");
     hand_over(&dir);
     let cmd = format!(
@@ -519,4 +527,33 @@ fn damaged_page_is_named_recorded_and_gives_its_own_exit_code() {
             .len(),
         1
     );
+}
+
+#[test]
+fn base_backup_refuses_a_foreign_data_directory_and_times_out_without_archiving() {
+    let (tmp, archive) = Archive::in_temp_dir();
+    let root = tmp.path();
+    let dir = root.join("cluster");
+    hand_over(&dir);
+    // WAL is "archived" nowhere: the stop segment never reaches walden.
+    let cluster = Cluster::start(
+        &dir,
+        "wal_level = replica\narchive_mode = on\narchive_command = '/bin/true'",
+    );
+    let o = archive.base_backup_of(&cluster, root, "full", &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not the data directory"));
+
+    let o = archive.base_backup_of(&cluster, &cluster.data, "full", &["--archive-timeout", "2"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("did not reach the repository"), "{stderr}");
+    let list = archive.walden(&["--json", "snapshots"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0, "no snapshot is written");
 }

@@ -535,7 +535,8 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::WalPush { path } => {
-            let repo = Arc::new(open(&s).await?);
+            let store = Store::open(&s.repo)?;
+            let repo = Arc::new(Repo::open_unsynced(store, &password(&s)?, &s.cache_dir).await?);
             let outcome = walden::wal::push(repo, &path).await?;
             if s.json {
                 print_json(&serde_json::to_value(&outcome).expect("serializes"));

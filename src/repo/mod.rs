@@ -136,6 +136,13 @@ impl Repo {
         Ok(repo)
     }
 
+    /// Opens the repository without bringing the catalog up to date: for a
+    /// caller that syncs it under its lock anyway (`wal::push`), so the hot
+    /// path pays for one round of listings, not two.
+    pub async fn open_unsynced(store: Store, password: &[u8], cache_root: &Path) -> Result<Repo> {
+        Self::open_uncached(store, password, Some(cache_root)).await
+    }
+
     async fn open_uncached(
         store: Store,
         password: &[u8],
