@@ -212,7 +212,11 @@ fn unchanged_second_backup_reads_nothing_and_writes_no_pack() {
         assert_eq!(s["files"], 7);
     }
     assert_eq!(arr[2]["tags"], serde_json::json!(["weekly"]));
-    assert_eq!(arr[0]["tags"], serde_json::json!([]), "no tags unless given");
+    assert_eq!(
+        arr[0]["tags"],
+        serde_json::json!([]),
+        "no tags unless given"
+    );
 }
 
 #[test]
