@@ -1,6 +1,6 @@
 //! Timeline history files (`TTTTTTTT.history`): each line of a history
 //! names an ancestor timeline and the LSN at which its successor branched off
-//! (`1	0/3000158	no recovery target specified`). From them: which timeline
+//! (`1<TAB>0/3000158<TAB>reason`). From them: which timeline
 //! holds a given LSN on the way to a target timeline, and whether a backup
 //! taken on one timeline can reach another. Pure.
 
@@ -47,10 +47,10 @@ impl History {
             let mut fields = line.split_whitespace();
             let tli: u32 = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
             let end = Lsn::parse(fields.next().ok_or_else(bad)?).map_err(|_| bad())?;
-            if let Some(prev) = ancestors.last() {
-                if tli <= prev.timeline || end < prev.end {
-                    return Err(bad());
-                }
+            if let Some(prev) = ancestors.last()
+                && (tli <= prev.timeline || end < prev.end)
+            {
+                return Err(bad());
             }
             if tli >= timeline {
                 return Err(bad());
@@ -111,10 +111,10 @@ impl History {
         let mut tlis: Vec<u32> = self.ancestors.iter().map(|a| a.timeline).collect();
         tlis.push(self.timeline);
         for tli in tlis {
-            if let Some(begin) = self.begin_of(tli) {
-                if begin.segment(seg_size) <= segno {
-                    chosen = tli;
-                }
+            if let Some(begin) = self.begin_of(tli)
+                && begin.segment(seg_size) <= segno
+            {
+                chosen = tli;
             }
         }
         chosen
