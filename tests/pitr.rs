@@ -368,7 +368,7 @@ fn restores_to_time_lsn_restore_point_and_xid_then_along_a_promoted_timeline() {
             .unwrap()
             .to_string()
     };
-    assert!(target_wal > stop_wal.to_string());
+    assert!(target_wal.as_str() > stop_wal);
     let missing = next_segment(stop_wal);
     std::fs::remove_file(archive.dir.join("repo").join("wal").join(&missing)).unwrap();
     let o = archive.walden(&[
