@@ -56,6 +56,9 @@ pub struct BackupOptions {
     /// of content-defined chunks: PostgreSQL relation files, whose updates
     /// land on scattered pages, so only changed pages are stored again.
     pub page_files: Option<fn(&str) -> bool>,
+    /// Symlinks (by path relative to the root) whose target directory is
+    /// backed up in their place, as a directory: PostgreSQL tablespaces.
+    pub follow_links: Option<fn(&str) -> bool>,
     /// Verify the checksums of pages older than this LSN (the backup's start)
     /// in page files: set when the cluster has data checksums.
     pub verify_pages_before: Option<u64>,
@@ -200,6 +203,7 @@ struct Walker<'a> {
     jobs: Sender<ReadJob>,
     exclusions: Option<Exclusions>,
     page_files: Option<fn(&str) -> bool>,
+    follow_links: Option<fn(&str) -> bool>,
 }
 
 impl Walker<'_> {
@@ -252,11 +256,25 @@ impl Walker<'_> {
             }
             let path = entry.path();
             let name = entry.file_name();
-            let md = match std::fs::symlink_metadata(&path) {
+            let mut md = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(path.display(), e)),
             };
+            if md.file_type().is_symlink()
+                && self
+                    .follow_links
+                    .is_some_and(|follow| follow(&join_rel(rel, &name)))
+            {
+                md = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(format!("{} (a tablespace link)", path.display()), e))?;
+                if !md.is_dir() {
+                    return Err(Error::invalid(format!(
+                        "{} links to something that is not a directory",
+                        path.display()
+                    )));
+                }
+            }
             let ft = md.file_type();
             if ft.is_dir() {
                 let node = node_from(&name, &md, NodeKind::Dir);
@@ -264,12 +282,7 @@ impl Walker<'_> {
                     self.parent_tree(old(name.as_bytes()).filter(|n| n.kind == NodeKind::Dir))?;
                 self.send(Event::Enter(node))?;
                 if decision != Decision::KeepEmpty {
-                    let sub_rel = if rel.is_empty() {
-                        name.to_string_lossy().into_owned()
-                    } else {
-                        format!("{rel}/{}", name.to_string_lossy())
-                    };
-                    self.walk(&path, &sub_rel, sub_parent)?;
+                    self.walk(&path, &join_rel(rel, &name), sub_parent)?;
                 }
                 self.send(Event::Leave)?;
             } else if ft.is_symlink() {
@@ -292,11 +305,7 @@ impl Walker<'_> {
                     continue;
                 }
                 let (tx, rx) = bounded(1);
-                let file_rel = if rel.is_empty() {
-                    name.to_string_lossy().into_owned()
-                } else {
-                    format!("{rel}/{}", name.to_string_lossy())
-                };
+                let file_rel = join_rel(rel, &name);
                 let pages = self
                     .page_files
                     .is_some_and(|is_page_file| is_page_file(&file_rel));
@@ -317,6 +326,15 @@ impl Walker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The path of `name` in the directory at `rel` from the root.
+fn join_rel(rel: &str, name: &OsStr) -> String {
+    if rel.is_empty() {
+        name.to_string_lossy().into_owned()
+    } else {
+        format!("{rel}/{}", name.to_string_lossy())
     }
 }
 
@@ -507,6 +525,7 @@ where
     let walk_root = ctx.root_path.to_path_buf();
     let exclusions = opts.exclusions;
     let page_files = opts.page_files;
+    let follow_links = opts.follow_links;
     let walker = std::thread::Builder::new()
         .name("walden-walk".into())
         .spawn(move || {
@@ -517,6 +536,7 @@ where
                 jobs: job_tx,
                 exclusions,
                 page_files,
+                follow_links,
             };
             w.walk(&walk_root, "", parent_root)
         })

@@ -112,6 +112,7 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
         tags: opts.tags.clone(),
         exclusions: Some(crate::pg::exclude::decide),
         page_files: Some(crate::pg::exclude::is_relation_file),
+        follow_links: Some(crate::pg::exclude::is_tablespace_link),
         verify_pages_before: match info.data_checksums {
             true => Some(crate::pg::page::parse_lsn(&start.lsn)?),
             false => None,

@@ -1,7 +1,8 @@
 //! The local catalog: a SQLite cache of what the repository holds — which
 //! blobs are stored and where, which index files have been read, and the
-//! snapshot list — so "is this chunk stored?" is a disk-backed lookup rather
-//! than a hash map of every chunk, and planning needs no LIST calls. The
+//! snapshot list, the archived WAL file names and the timeline histories —
+//! so "is this chunk stored?" is a disk-backed lookup rather than a hash map
+//! of every chunk, and planning needs no LIST calls. The
 //! repository stays the truth: this file only records what `repo` read from
 //! it, and a deleted catalog is rebuilt from the index files and snapshots.
 
@@ -16,7 +17,7 @@ use crate::format::index::Index;
 use crate::id::Id;
 
 /// Bumped when the schema changes; an older catalog is dropped and rebuilt.
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
 
 /// Where one blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +79,14 @@ impl Catalog {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;
                  DROP TABLE IF EXISTS indexes; DROP TABLE IF EXISTS snapshots;
+                 DROP TABLE IF EXISTS wal; DROP TABLE IF EXISTS timelines;
                  CREATE TABLE blobs(id BLOB PRIMARY KEY, type INTEGER NOT NULL, pack BLOB NOT NULL,
                      offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL) WITHOUT ROWID;
                  CREATE TABLE packs(id BLOB PRIMARY KEY, size INTEGER NOT NULL, index_id BLOB NOT NULL) WITHOUT ROWID;
                  CREATE TABLE indexes(id BLOB PRIMARY KEY) WITHOUT ROWID;
-                 CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, json BLOB NOT NULL) WITHOUT ROWID;",
+                 CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, json BLOB NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE wal(name TEXT PRIMARY KEY) WITHOUT ROWID;
+                 CREATE TABLE timelines(timeline INTEGER PRIMARY KEY, history TEXT NOT NULL);",
             )
             .map_err(db)?;
             conn.pragma_update(None, "user_version", SCHEMA)
@@ -101,7 +105,8 @@ impl Catalog {
     pub fn clear(&self) -> Result<()> {
         self.conn()
             .execute_batch(
-                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM indexes; DELETE FROM snapshots;",
+                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM indexes; DELETE FROM snapshots;
+                 DELETE FROM wal; DELETE FROM timelines;",
             )
             .map_err(db)
     }
@@ -242,6 +247,58 @@ impl Catalog {
     pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
         self.conn()
             .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Every archived WAL file name the catalog knows, in name order (which
+    /// is timeline, then segment order).
+    pub fn wal_names(&self) -> Result<Vec<String>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT name FROM wal ORDER BY name")
+            .map_err(db)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
+    }
+
+    /// Records WAL names added to and removed from the repository.
+    pub fn update_wal(&self, added: &[String], removed: &[String]) -> Result<()> {
+        let mut c = self.conn();
+        let tx = c.transaction().map_err(db)?;
+        {
+            let mut ins = tx
+                .prepare("INSERT OR IGNORE INTO wal(name) VALUES (?1)")
+                .map_err(db)?;
+            for n in added {
+                ins.execute([n]).map_err(db)?;
+            }
+            let mut del = tx.prepare("DELETE FROM wal WHERE name = ?1").map_err(db)?;
+            for n in removed {
+                del.execute([n]).map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// The history files read so far, by timeline.
+    pub fn histories(&self) -> Result<Vec<(u32, String)>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT timeline, history FROM timelines ORDER BY timeline")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
+    pub fn add_history(&self, timeline: u32, history: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO timelines(timeline, history) VALUES (?1, ?2)",
+                params![timeline as i64, history],
+            )
             .map(|_| ())
             .map_err(db)
     }

@@ -1,7 +1,8 @@
 //! A live PostgreSQL cluster, over one libpq-protocol connection
 //! (tokio-postgres): what a base backup asks of the server — its version,
 //! system identifier, data directory and WAL segment size — and the backup
-//! API, which must start and stop on the same session. What differs between
+//! API, which must start and stop on the same session, and named restore
+//! points. What differs between
 //! server versions (function names before and after PostgreSQL 15) is
 //! decided here and nowhere else.
 
@@ -175,5 +176,20 @@ impl Cluster {
             backup_label: row.get(2),
             tablespace_map: row.get(3),
         })
+    }
+
+    /// Creates a named restore point; returns its LSN and the timeline it
+    /// was written on.
+    pub async fn create_restore_point(&self, name: &str) -> Result<(String, u32)> {
+        let row = self
+            .client
+            .query_one(
+                "select lsn::text, ('x' || substr(pg_walfile_name(lsn), 1, 8))::bit(32)::int
+                   from pg_create_restore_point($1) as lsn",
+                &[&name],
+            )
+            .await
+            .map_err(|e| pg_err("creating the restore point", e))?;
+        Ok((row.get(0), row.get::<_, i32>(1) as u32))
     }
 }

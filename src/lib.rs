@@ -7,7 +7,8 @@
 //! - adapters: [`store`] (OpenDAL), [`catalog`] (SQLite), [`cluster`] (a live
 //!   PostgreSQL server)
 //! - repository: [`repo`]
-//! - use cases: [`backup`], [`basebackup`], [`wal`], [`restore`], [`verify`]
+//! - use cases: [`backup`], [`basebackup`], [`wal`], [`archive`], [`restore`],
+//!   [`verify`]
 
 pub mod chunk;
 pub mod error;
@@ -22,8 +23,10 @@ pub mod store;
 
 pub mod repo;
 
+pub mod archive;
 pub mod backup;
 pub mod basebackup;
+pub mod recovery;
 pub mod restore;
 pub mod verify;
 pub mod wal;

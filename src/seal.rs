@@ -43,6 +43,7 @@ pub enum Kind {
     Lock,
     MasterKey,
     WalRecord,
+    RestorePoint,
 }
 
 impl Kind {
@@ -57,6 +58,7 @@ impl Kind {
             Kind::Lock => b'L',
             Kind::MasterKey => b'K',
             Kind::WalRecord => b'W',
+            Kind::RestorePoint => b'P',
         }
     }
 }

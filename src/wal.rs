@@ -155,6 +155,54 @@ async fn store_file(repo: &Arc<Repo>, name: &WalName, path: &Path) -> Result<Pus
     })
 }
 
+/// Feeds the content of the file `rec` names to `sink`, blob by blob, and
+/// checks its size; returns the size.
+async fn read_content(
+    repo: &Repo,
+    rec: &WalRecord,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let name = &rec.name;
+    let mut n = 0u64;
+    for id in &rec.content {
+        // The record exists, so missing data is damage, never "not
+        // archived": PostgreSQL would take that for the end of the WAL.
+        let plain = repo.read_blob(id).await.map_err(|e| {
+            let kind = if e.kind() == Kind::NotFound {
+                Kind::Corrupt
+            } else {
+                e.kind()
+            };
+            Error::new(
+                kind,
+                format!("WAL file {name} is archived but unreadable: {e}"),
+            )
+        })?;
+        sink(&plain)?;
+        n += plain.len() as u64;
+    }
+    if n != rec.size {
+        return Err(Error::corrupt(format!(
+            "WAL file {name}: restored {n} bytes, the record says {}",
+            rec.size
+        )));
+    }
+    Ok(n)
+}
+
+/// The whole content of a (small) archived file, such as a timeline
+/// history. `NotFound` when it was never archived.
+pub async fn read_file(repo: &Repo, name: &WalName) -> Result<Vec<u8>> {
+    let rec = read_record(repo, name).await?;
+    let mut out = Vec::with_capacity(rec.size as usize);
+    read_content(repo, &rec, |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
 /// Restores WAL file `name` to `dest` (PostgreSQL's `%f` and `%p`); returns
 /// its size. `NotFound` when it was never archived.
 pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<u64> {
@@ -167,31 +215,10 @@ pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<u64> {
     let tmp = dir.join(format!(".{name}.walden-tmp"));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
     let written = async {
-        let mut n = 0u64;
-        for id in &rec.content {
-            // The record exists, so missing data is damage, never "not
-            // archived": PostgreSQL would take that for the end of the WAL.
-            let plain = repo.read_blob(id).await.map_err(|e| {
-                let kind = if e.kind() == Kind::NotFound {
-                    Kind::Corrupt
-                } else {
-                    e.kind()
-                };
-                Error::new(
-                    kind,
-                    format!("WAL file {name} is archived but unreadable: {e}"),
-                )
-            })?;
-            f.write_all(&plain)
-                .map_err(|e| Error::io(tmp.display(), e))?;
-            n += plain.len() as u64;
-        }
-        if n != rec.size {
-            return Err(Error::corrupt(format!(
-                "WAL file {name}: restored {n} bytes, the record says {}",
-                rec.size
-            )));
-        }
+        let n = read_content(repo, &rec, |b| {
+            f.write_all(b).map_err(|e| Error::io(tmp.display(), e))
+        })
+        .await?;
         f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
         std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest.display(), e))?;
         if let Ok(d) = std::fs::File::open(dir) {

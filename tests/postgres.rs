@@ -3,133 +3,12 @@
 //! fetch back byte-identical; absent files give PostgreSQL's "not here"
 //! (exit 1, silent); a conflicting re-push is refused and stores nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 mod common;
-use common::pg::{Cluster, as_server_user, hand_over};
+use common::archive::{Archive, pgbench, pgbench_state, wait_for};
+use common::pg::{Cluster, hand_over};
 use common::tree::noise;
-
-/// A repository and config file that the server's user can use.
-struct Archive {
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl Archive {
-    /// A temporary directory the server's user can use, under /tmp (root's
-    /// own temp dirs are not traversable by it), with an archive inside.
-    fn in_temp_dir() -> (tempfile::TempDir, Archive) {
-        let tmp = tempfile::Builder::new()
-            .prefix("walden-pg")
-            .tempdir_in("/tmp")
-            .unwrap();
-        hand_over(tmp.path());
-        let archive = Archive::new(&tmp.path().join("archive"));
-        (tmp, archive)
-    }
-
-    fn new(dir: &Path) -> Archive {
-        hand_over(dir);
-        let config = dir.join("walden.toml");
-        std::fs::write(dir.join("password"), "archive password\n").unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "repo = {:?}\npassword_file = {:?}\ncache_dir = {:?}\n",
-                dir.join("repo").to_str().unwrap(),
-                dir.join("password").to_str().unwrap(),
-                dir.join("cache").to_str().unwrap()
-            ),
-        )
-        .unwrap();
-        hand_over(dir);
-        let a = Archive {
-            dir: dir.to_path_buf(),
-            config,
-        };
-        let o = a.walden(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        a
-    }
-
-    /// Runs walden as the server's user, as PostgreSQL would.
-    fn walden(&self, args: &[&str]) -> Output {
-        as_server_user(env!("CARGO_BIN_EXE_walden"))
-            .current_dir("/")
-            .env_remove("WALDEN_REPO")
-            .env_remove("WALDEN_PASSWORD")
-            .env_remove("WALDEN_CACHE_DIR")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// `archive_command` pushing into this archive.
-    fn push_command(&self) -> String {
-        format!(
-            "archive_command = '{} --config {} wal-push %p'",
-            env!("CARGO_BIN_EXE_walden"),
-            self.config.display()
-        )
-    }
-
-    /// `walden --json backup --pgdata` of `cluster`, as the server's user.
-    fn base_backup(&self, cluster: &Cluster, kind: &str) -> Output {
-        self.base_backup_of(cluster, &cluster.data, kind, &[])
-    }
-
-    /// Like `base_backup`, naming `pgdata` and adding `extra` arguments.
-    fn base_backup_of(
-        &self,
-        cluster: &Cluster,
-        pgdata: &Path,
-        kind: &str,
-        extra: &[&str],
-    ) -> Output {
-        let port = cluster.port.to_string();
-        let mut args = vec![
-            "--json",
-            "backup",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-            "--pg-host",
-            cluster.sock().to_str().unwrap(),
-            "--pg-port",
-            &port,
-            "--pg-user",
-            "postgres",
-            "--type",
-            kind,
-        ];
-        args.extend_from_slice(extra);
-        self.walden(&args)
-    }
-
-    fn archive_command(&self, copy: &Path) -> String {
-        format!(
-            "archive_command = '{} --config {} wal-push %p && cp %p {}/%f'",
-            env!("CARGO_BIN_EXE_walden"),
-            self.config.display(),
-            copy.display()
-        )
-    }
-}
-
-fn wait_for(what: &str, cluster: &Cluster, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            cluster.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
@@ -311,25 +190,6 @@ fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
 }
 
 /// What a restore must reproduce exactly.
-fn pgbench_state(c: &Cluster) -> String {
-    c.psql(
-        "select (select count(*) || ':' || sum(abalance) from pgbench_accounts) || '/' || \
-                (select count(*) || ':' || coalesce(sum(delta), 0) from pgbench_history) || '/' || \
-                (select sum(bbalance) from pgbench_branches)",
-    )
-}
-
-fn pgbench(c: &Cluster, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(Path::new(common::pg::PGBIN).join("pgbench"))
-        .args(c.client_args())
-        .args(args)
-        .arg("postgres")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
     let (tmp, archive) = Archive::in_temp_dir();
@@ -456,19 +316,19 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
             0,
             "pg_wal is empty"
         );
-        std::fs::write(data.join("recovery.signal"), b"").unwrap();
+        assert!(
+            data.join("recovery.signal").exists(),
+            "restore wrote recovery.signal"
+        );
+        let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto.contains("restore_command = ") && auto.contains(" wal-fetch %f %p'"),
+            "restore wrote restore_command: {auto}"
+        );
         hand_over(&data);
         std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
-        let restored = Cluster::launch(
-            &dir,
-            data,
-            &format!(
-                "archive_mode = off\nrestore_command = '{} --config {} wal-fetch %f %p'",
-                env!("CARGO_BIN_EXE_walden"),
-                archive.config.display()
-            ),
-        );
+        let restored = Cluster::launch(&dir, data, "archive_mode = off");
         wait_for("recovery to finish", &restored, || {
             restored.psql("select pg_is_in_recovery()") == "f"
         });

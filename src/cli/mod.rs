@@ -18,6 +18,8 @@ use walden::restore::{self, RestoreOptions};
 use walden::store::Store;
 use walden::verify;
 
+mod pg;
+
 #[derive(Parser)]
 #[command(
     name = "walden",
@@ -89,17 +91,32 @@ enum Command {
     },
     /// List snapshots
     Snapshots,
-    /// Restore a snapshot into a directory
+    /// Restore a snapshot; a PostgreSQL backup is restored for recovery to a target
     Restore {
-        /// Snapshot id, unique prefix, or `latest`
-        snapshot: String,
-        /// Target directory (created if missing; must be empty unless --overwrite)
+        /// Snapshot id, unique prefix, or `latest` (default: for PostgreSQL, the
+        /// newest backup that can reach the target)
+        snapshot: Option<String>,
+        /// Target directory (created if missing; must be empty unless --delta or --overwrite)
         #[arg(long)]
         to: PathBuf,
         /// Restore into a non-empty directory, replacing files of the same names
-        #[arg(long)]
+        #[arg(long, conflicts_with = "delta")]
         overwrite: bool,
+        /// Reuse files in the target that match, rewrite what differs, remove the rest
+        #[arg(long)]
+        delta: bool,
+        #[command(flatten)]
+        recovery: pg::RecoveryArgs,
     },
+    /// Create a named restore point on a running cluster and record it
+    RestorePoint {
+        /// Name of the restore point (for --target-name)
+        name: String,
+        #[command(flatten)]
+        pg: PgArgs,
+    },
+    /// Backups, WAL per timeline and the restorable window of each cluster
+    Info,
     /// Check the repository's structure, and with --read-data every blob
     Verify {
         #[arg(long)]
@@ -148,6 +165,17 @@ struct PgArgs {
     pg_database: Option<String>,
 }
 
+impl PgArgs {
+    fn connect(self) -> walden::cluster::ConnectOptions {
+        walden::cluster::ConnectOptions {
+            host: self.pg_host,
+            port: self.pg_port,
+            user: self.pg_user,
+            database: self.pg_database,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeyCommand {
     /// Add a password (read from WALDEN_NEW_PASSWORD or --new-password-file)
@@ -190,6 +218,10 @@ struct ConfigFile {
 
 struct Settings {
     repo: String,
+    /// Whether `repo` came from the config file rather than a flag or
+    /// the environment.
+    repo_from_config: bool,
+    password_file_from_config: bool,
     password_file: Option<PathBuf>,
     cache_dir: PathBuf,
     json: bool,
@@ -217,6 +249,8 @@ fn settings(g: &Global) -> Result<Settings> {
         Some(p) => read_config(p)?,
         None => ConfigFile::default(),
     };
+    let repo_from_config = g.repo.is_none() && file.repo.is_some();
+    let password_file_from_config = g.password_file.is_none() && file.password_file.is_some();
     let repo = g.repo.clone().or(file.repo).ok_or_else(|| {
         Error::invalid(
             "no repository given: pass --repo, set WALDEN_REPO, or name one in the --config file",
@@ -224,6 +258,8 @@ fn settings(g: &Global) -> Result<Settings> {
     })?;
     Ok(Settings {
         repo,
+        repo_from_config,
+        password_file_from_config,
         password_file: g.password_file.clone().or(file.password_file),
         cache_dir: g
             .cache_dir
@@ -366,12 +402,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let repo = Arc::new(open(&s).await?);
             let opts = walden::basebackup::PgBackupOptions {
                 pgdata,
-                connect: walden::cluster::ConnectOptions {
-                    host: pg.pg_host,
-                    port: pg.pg_port,
-                    user: pg.pg_user,
-                    database: pg.pg_database,
-                },
+                connect: pg.connect(),
                 full: backup_type == "full",
                 archive_timeout: std::time::Duration::from_secs(archive_timeout),
                 tags,
@@ -409,6 +440,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 tags,
                 exclusions: None,
                 page_files: None,
+                follow_links: None,
                 verify_pages_before: None,
             };
             let (id, snap) = backup::run(repo, opts, Arc::default()).await?;
@@ -453,16 +485,35 @@ async fn run(cli: Cli) -> Result<i32> {
             snapshot,
             to,
             overwrite,
+            delta,
+            recovery,
         } => {
             let repo = Arc::new(open(&s).await?);
-            let (id, snap) = repo.find_snapshot(&snapshot)?;
+            let is_pg = match snapshot.as_deref() {
+                None | Some("latest") => {
+                    repo.snapshots()?.iter().any(|(_, s)| s.postgres.is_some())
+                }
+                Some(spec) => repo.find_snapshot(spec)?.1.postgres.is_some(),
+            };
+            if is_pg {
+                let g = &cli.global;
+                let req = pg::recovery_request(g, &s, snapshot, to, delta, recovery)?;
+                return pg::restore(&s, repo, req).await;
+            }
+            recovery.refuse_for_plain_snapshot()?;
+            if delta {
+                return Err(Error::invalid(
+                    "--delta is for PostgreSQL backups; use --overwrite for a plain snapshot",
+                ));
+            }
+            let (id, snap) = repo.find_snapshot(snapshot.as_deref().unwrap_or("latest"))?;
             let guard = lock::acquire(&repo, false).await?;
             let r = restore::run(
                 repo.clone(),
                 &snap,
                 RestoreOptions {
-                    target: to.clone(),
                     overwrite,
+                    ..RestoreOptions::new(to.clone())
                 },
             )
             .await;
@@ -563,6 +614,14 @@ async fn run(cli: Cli) -> Result<i32> {
                 Err(e) if e.kind() == walden::error::Kind::NotFound => std::process::exit(1),
                 Err(e) => return Err(e),
             }
+        }
+        Command::RestorePoint { name, pg } => {
+            let repo = open(&s).await?;
+            pg::restore_point(&s, &repo, &name, pg.connect()).await?;
+        }
+        Command::Info => {
+            let repo = open(&s).await?;
+            pg::info(&s, &repo).await?;
         }
         Command::Unlock { all } => {
             let repo = open(&s).await?;

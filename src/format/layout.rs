@@ -12,6 +12,7 @@ pub const INDEX: &str = "index/";
 pub const SNAPSHOTS: &str = "snapshots/";
 pub const LOCKS: &str = "locks/";
 pub const WAL: &str = "wal/";
+pub const POINTS: &str = "points/";
 
 pub fn pack(id: &Id) -> String {
     let h = id.to_hex();
@@ -33,6 +34,10 @@ pub fn snapshot(id: &Id) -> String {
 /// A WAL record, named by the (validated) WAL file name itself.
 pub fn wal(name: &str) -> String {
     format!("{WAL}{name}")
+}
+
+pub fn point(id: &Id) -> String {
+    format!("{POINTS}{id}")
 }
 
 pub fn lock(id: &Id) -> String {

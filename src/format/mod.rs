@@ -8,6 +8,7 @@ pub mod keyfile;
 pub mod layout;
 pub mod lock;
 pub mod pack;
+pub mod point;
 pub mod snapshot;
 pub mod tree;
 pub mod wal;

@@ -110,6 +110,12 @@ pub fn is_relation_file(rel_path: &str) -> bool {
     is_digits(stem) && is_digits(segment)
 }
 
+/// Whether `rel_path` is a tablespace's entry in `pg_tblspc` (a symlink to
+/// the tablespace's directory, whose contents a base backup includes).
+pub fn is_tablespace_link(rel_path: &str) -> bool {
+    rel_path.strip_prefix("pg_tblspc/").is_some_and(is_digits)
+}
+
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }

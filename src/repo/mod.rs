@@ -159,27 +159,31 @@ impl Repo {
             Err(e) => return Err(e),
         };
         let keys = store.list(layout::KEYS).await?;
-        let mut opened = None;
+        let mut files = Vec::new();
         for k in &keys {
             let Some(id) = layout::id_of(&k.name) else {
                 continue;
             };
-            let kf = match KeyFile::decode(&store.get(&k.name).await?) {
-                Ok(kf) => kf,
-                Err(e) => {
-                    tracing::warn!("skipping unreadable key file {}: {e}", k.name);
-                    continue;
-                }
-            };
-            match kf.unwrap(&id, password) {
+            match KeyFile::decode(&store.get(&k.name).await?) {
+                Ok(kf) => files.push((id, kf)),
+                Err(e) => tracing::warn!("skipping unreadable key file {}: {e}", k.name),
+            }
+        }
+        // Cheapest derivation first: a wrong guess at a cheap key costs
+        // milliseconds, while trying an expensive key first would make the
+        // cheap key meant for archive_command pay for both.
+        files.sort_by_key(|(id, kf)| (kf.kdf.memory_kib as u64 * kf.kdf.iterations as u64, id.0));
+        let mut opened = None;
+        for (id, kf) in &files {
+            match kf.unwrap(id, password) {
                 Ok(m) => {
-                    opened = Some((id, m));
+                    opened = Some((*id, m));
                     break;
                 }
                 Err(e) if e.kind() == Kind::WrongPassword => continue,
                 Err(e) => {
                     // Another key file may still open the repository.
-                    tracing::warn!("skipping key file {}: {e}", k.name);
+                    tracing::warn!("skipping key file {id}: {e}");
                     continue;
                 }
             }

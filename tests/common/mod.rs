@@ -2,6 +2,7 @@
 //! Each test binary uses only some of them.
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod pg;
 pub mod servers;
 pub mod tree;

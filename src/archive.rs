@@ -1,0 +1,281 @@
+//! The WAL archive as a whole, as restore and `info` see it: which WAL files
+//! are in the repository (the catalog's list, brought up to date with one
+//! listing of `wal/`), each timeline's history (read once from its archived
+//! `.history` file and kept in the catalog), whether the WAL between two
+//! points is all there, and the restore point records. Pushing and fetching
+//! single files is `wal`'s job.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use crate::error::{Error, Kind, Result};
+use crate::format::layout;
+use crate::format::point::RestorePoint;
+use crate::id::Id;
+use crate::pg::lsn::{Lsn, segment_name, segment_number};
+use crate::pg::timeline::History;
+use crate::pg::walname::{WalKind, WalName};
+use crate::repo::Repo;
+use crate::seal::Compression;
+
+/// What the archive holds.
+#[derive(Debug, Clone, Default)]
+pub struct Archive {
+    /// Every archived file name, in name order.
+    names: BTreeSet<String>,
+    histories: BTreeMap<u32, History>,
+}
+
+/// Brings the catalog's WAL list and timeline histories up to date and
+/// returns them.
+pub async fn load(repo: &Repo) -> Result<Archive> {
+    let listed: BTreeSet<String> = repo
+        .store()
+        .list(layout::WAL)
+        .await?
+        .into_iter()
+        .filter_map(|l| l.name.strip_prefix(layout::WAL).map(str::to_string))
+        .filter(|n| WalName::parse(n).is_ok())
+        .collect();
+    let known: HashSet<String> = repo.catalog().wal_names()?.into_iter().collect();
+    let added: Vec<String> = listed
+        .iter()
+        .filter(|n| !known.contains(*n))
+        .cloned()
+        .collect();
+    let removed: Vec<String> = known
+        .iter()
+        .filter(|n| !listed.contains(*n))
+        .cloned()
+        .collect();
+    repo.catalog().update_wal(&added, &removed)?;
+    let mut histories: BTreeMap<u32, History> = BTreeMap::new();
+    for (tli, text) in repo.catalog().histories()? {
+        histories.insert(tli, History::parse(tli, &text)?);
+    }
+    for n in &listed {
+        let name = WalName::parse(n)?;
+        if name.kind != WalKind::History || histories.contains_key(&name.timeline) {
+            continue;
+        }
+        let bytes = crate::wal::read_file(repo, &name).await?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::corrupt(format!("history file {n} is not text")))?;
+        let h = History::parse(name.timeline, &text)?;
+        repo.catalog().add_history(name.timeline, &text)?;
+        histories.insert(name.timeline, h);
+    }
+    Ok(Archive {
+        names: listed,
+        histories,
+    })
+}
+
+/// Where the WAL on the way to a timeline stops being continuous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuity {
+    /// The last segment present without a gap from the start, if any.
+    pub last: Option<u64>,
+    /// The first segment missing after the start.
+    pub missing: String,
+    /// Whether segments further along the path exist beyond the gap.
+    pub more_after: bool,
+}
+
+impl Archive {
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Every timeline that has any archived file.
+    pub fn timelines(&self) -> Vec<u32> {
+        let mut t: BTreeSet<u32> = self.histories.keys().copied().collect();
+        for n in &self.names {
+            if let Ok(w) = WalName::parse(n) {
+                t.insert(w.timeline);
+            }
+        }
+        t.into_iter().collect()
+    }
+
+    /// The newest timeline, by number.
+    pub fn latest_timeline(&self) -> Option<u32> {
+        self.timelines().last().copied()
+    }
+
+    /// The history leading to `tli`. Timeline 1 has none; any other needs
+    /// its history file.
+    pub fn history(&self, tli: u32) -> Result<History> {
+        if tli == 1 {
+            return Ok(History::first());
+        }
+        self.histories.get(&tli).cloned().ok_or_else(|| {
+            let known = self
+                .timelines()
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            Error::not_found(format!(
+                "timeline {tli} has no history file ({tli:08X}.history) in the repository; archived timelines: {}",
+                if known.is_empty() { "none".into() } else { known }
+            ))
+        })
+    }
+
+    /// Archived segment numbers of one timeline, in order.
+    pub fn segments(&self, tli: u32, seg_size: u64) -> Vec<u64> {
+        let prefix = format!("{tli:08X}");
+        self.names
+            .range(prefix.clone()..)
+            .take_while(|n| n.starts_with(&prefix))
+            .filter(|n| n.len() == 24)
+            .filter_map(|n| segment_number(n, seg_size).ok())
+            .collect()
+    }
+
+    /// The segment PostgreSQL reads as `segno` on the way to `path`'s
+    /// timeline.
+    pub fn segment_on(path: &History, segno: u64, seg_size: u64) -> String {
+        segment_name(path.timeline_of_segment(segno, seg_size), segno, seg_size)
+    }
+
+    /// The first segment missing between `from` and `to` (both included) on
+    /// the way to `path`'s timeline.
+    pub fn first_missing(
+        &self,
+        path: &History,
+        from: Lsn,
+        to: Lsn,
+        seg_size: u64,
+    ) -> Option<String> {
+        (from.segment(seg_size)..=to.segment(seg_size))
+            .map(|s| Self::segment_on(path, s, seg_size))
+            .find(|n| !self.contains(n))
+    }
+
+    /// How far the WAL runs without a gap from `from` on the way to
+    /// `path`'s timeline.
+    pub fn continuity(&self, path: &History, from: Lsn, seg_size: u64) -> Continuity {
+        let mut segno = from.segment(seg_size);
+        let mut last = None;
+        loop {
+            let name = Self::segment_on(path, segno, seg_size);
+            if !self.contains(&name) {
+                let mut tlis: Vec<u32> = path.ancestors.iter().map(|a| a.timeline).collect();
+                tlis.push(path.timeline);
+                let more_after = tlis.iter().any(|t| {
+                    self.segments(*t, seg_size)
+                        .iter()
+                        .any(|s| *s > segno && path.timeline_of_segment(*s, seg_size) == *t)
+                });
+                return Continuity {
+                    last,
+                    missing: name,
+                    more_after,
+                };
+            }
+            last = Some(segno);
+            segno += 1;
+        }
+    }
+}
+
+/// Stores a restore point record.
+pub async fn save_point(repo: &Repo, point: &RestorePoint) -> Result<Id> {
+    let plain = point.encode();
+    let id = repo.key().blob_id(crate::seal::Kind::RestorePoint, &plain);
+    let sealed = repo.key().seal(
+        crate::seal::Kind::RestorePoint,
+        &id.0,
+        &plain,
+        Compression::Zstd(3),
+    );
+    let name = layout::point(&id);
+    repo.store().put(&name, sealed).await?;
+    // Success means durable: read it back.
+    let back = read_point(repo, &id).await?;
+    if back != *point {
+        return Err(Error::unavailable(format!(
+            "restore point {name} did not read back as written"
+        )));
+    }
+    Ok(id)
+}
+
+async fn read_point(repo: &Repo, id: &Id) -> Result<RestorePoint> {
+    let name = layout::point(id);
+    let sealed = repo.store().get(&name).await?;
+    let plain = repo
+        .key()
+        .open(crate::seal::Kind::RestorePoint, &id.0, &sealed)
+        .map_err(|e| e.context(format!("restore point {name}")))?;
+    RestorePoint::decode(&plain).map_err(|e| e.context(format!("restore point {name}")))
+}
+
+/// Every restore point record, oldest first.
+pub async fn points(repo: &Repo) -> Result<Vec<RestorePoint>> {
+    let mut out = Vec::new();
+    for l in repo.store().list(layout::POINTS).await? {
+        let Some(id) = layout::id_of(&l.name) else {
+            continue;
+        };
+        match read_point(repo, &id).await {
+            Ok(p) => out.push(p),
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.time.cmp(&b.time));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB16: u64 = 16 << 20;
+
+    fn archive(names: &[&str], histories: &[(u32, &str)]) -> Archive {
+        Archive {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            histories: histories
+                .iter()
+                .map(|(t, h)| (*t, History::parse(*t, h).unwrap()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn finds_gaps_along_a_timeline_path() {
+        let a = archive(
+            &[
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000010000000000000003.partial",
+                "00000002.history",
+                "000000020000000000000003",
+                "000000020000000000000005",
+            ],
+            &[(2, "1\t0/3000100\tx\n")],
+        );
+        assert_eq!(a.timelines(), vec![1, 2]);
+        let p2 = a.history(2).unwrap();
+        let from = Lsn::parse("0/1000028").unwrap();
+        assert_eq!(
+            a.first_missing(&p2, from, Lsn::parse("0/3FFFFFF").unwrap(), MB16),
+            None
+        );
+        assert_eq!(
+            a.first_missing(&p2, from, Lsn::parse("0/5000000").unwrap(), MB16),
+            Some("000000020000000000000004".into())
+        );
+        let c = a.continuity(&p2, from, MB16);
+        assert_eq!(c.last, Some(3));
+        assert_eq!(c.missing, "000000020000000000000004");
+        assert!(c.more_after);
+        // On timeline 1 the WAL ends at segment 2, with nothing after.
+        let c = a.continuity(&a.history(1).unwrap(), from, MB16);
+        assert_eq!((c.last, c.more_after), (Some(2), false));
+        assert_eq!(a.history(3).unwrap_err().kind(), Kind::NotFound);
+    }
+}

@@ -1,0 +1,337 @@
+//! The PostgreSQL side of the command line: the recovery flags of `restore`
+//! and how they become a [`walden::recovery::Request`] (including the
+//! `restore_command` the restored server will run), `restore-point`, and
+//! `info`. Parsing and printing only; the work is the library's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use walden::error::{Error, Result};
+use walden::pg::lsn::Lsn;
+use walden::pg::recovery::{Action, Target, TimelineTarget, parse_time};
+use walden::recovery::{self, Request};
+use walden::repo::{Repo, lock};
+
+use super::{Global, Settings, human_bytes, print_json};
+
+/// Recovery flags of `restore`; at most one target.
+#[derive(Args, Debug, Default)]
+#[group(skip)]
+pub struct RecoveryArgs {
+    /// Replay to this moment; needs a time zone (2026-11-22 10:15:00+01)
+    #[arg(long, group = "recovery_target")]
+    target_time: Option<String>,
+    /// Replay to this LSN (0/3000028)
+    #[arg(long, group = "recovery_target")]
+    target_lsn: Option<String>,
+    /// Replay to the commit of this transaction id
+    #[arg(long, group = "recovery_target")]
+    target_xid: Option<String>,
+    /// Replay to this named restore point
+    #[arg(long, group = "recovery_target")]
+    target_name: Option<String>,
+    /// `immediate`: stop as soon as the backup is consistent
+    #[arg(long = "target", value_parser = ["immediate"], group = "recovery_target")]
+    target_immediate: Option<String>,
+    /// Timeline to follow: a number, `latest` (default) or `current`
+    #[arg(long, default_value = "latest")]
+    target_timeline: String,
+    /// What the server does at the target: promote, pause or shutdown
+    /// (PostgreSQL's default is pause)
+    #[arg(long)]
+    target_action: Option<String>,
+    /// Stop just before the target instead of just after it
+    #[arg(long)]
+    target_exclusive: bool,
+    /// Write standby.signal instead of recovery.signal
+    #[arg(long)]
+    standby: bool,
+    /// Restore tablespace OID into DIR instead of its recorded path (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    tablespace_map: Vec<String>,
+    /// Owner of the restored files when run as root: USER or USER:GROUP
+    /// (default: the target directory's owner, else the recorded owners)
+    #[arg(long)]
+    owner: Option<String>,
+    /// restore_command for the restored server (default: this walden
+    /// binary's wal-fetch with the same repository, config and password file)
+    #[arg(long)]
+    restore_command: Option<String>,
+}
+
+impl RecoveryArgs {
+    fn target(&self) -> Result<Option<Target>> {
+        Ok(if let Some(t) = &self.target_time {
+            Some(Target::Time(parse_time(t)?))
+        } else if let Some(l) = &self.target_lsn {
+            Some(Target::Lsn(Lsn::parse(l)?))
+        } else if let Some(x) = &self.target_xid {
+            Some(Target::Xid(x.trim().parse().map_err(|_| {
+                Error::invalid(format!("--target-xid {x:?} is not a transaction id"))
+            })?))
+        } else if let Some(n) = &self.target_name {
+            if n.is_empty() || n.len() >= 64 {
+                return Err(Error::invalid(
+                    "--target-name must have 1 to 63 bytes, as PostgreSQL's restore point names do",
+                ));
+            }
+            Some(Target::Name(n.clone()))
+        } else if self.target_immediate.is_some() {
+            Some(Target::Immediate)
+        } else {
+            None
+        })
+    }
+
+    /// Refuses recovery flags for a snapshot that is not a PostgreSQL backup.
+    pub fn refuse_for_plain_snapshot(&self) -> Result<()> {
+        let used = self.target()?.is_some()
+            || self.target_timeline != "latest"
+            || self.target_action.is_some()
+            || self.target_exclusive
+            || self.standby
+            || !self.tablespace_map.is_empty()
+            || self.owner.is_some()
+            || self.restore_command.is_some();
+        if used {
+            return Err(Error::invalid(
+                "recovery options apply to PostgreSQL base backups only; this snapshot is a plain directory",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Quotes a word for `sh`.
+fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io(p.display(), e))
+}
+
+/// The `restore_command` that fetches WAL from this same repository:
+/// this binary, the same config file, repository and password file. A
+/// password given only in `WALDEN_PASSWORD` cannot be passed on without
+/// writing it into the data directory, so that is refused.
+fn restore_command(g: &Global, s: &Settings) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::internal(format!("locating the walden binary: {e}")))?;
+    let mut words = vec![sh_quote(&exe.to_string_lossy())];
+    if let Some(c) = &g.config {
+        words.push("--config".into());
+        words.push(sh_quote(&absolute(c)?.to_string_lossy()));
+    }
+    if !s.repo_from_config {
+        let repo = if s.repo.contains("://") {
+            s.repo.clone()
+        } else {
+            absolute(Path::new(&s.repo))?.to_string_lossy().into_owned()
+        };
+        words.push("--repo".into());
+        words.push(sh_quote(&repo));
+    }
+    match &s.password_file {
+        Some(p) if !s.password_file_from_config => {
+            words.push("--password-file".into());
+            words.push(sh_quote(&absolute(p)?.to_string_lossy()));
+        }
+        Some(_) => {}
+        None => {
+            return Err(Error::invalid(
+                "the restored server's restore_command needs the password in a file: use --password-file \
+                 or a --config file naming one (WALDEN_PASSWORD is never written into the data directory), \
+                 or pass --restore-command",
+            ));
+        }
+    }
+    if let Some(c) = &g.cache_dir {
+        words.push("--cache-dir".into());
+        words.push(sh_quote(&absolute(c)?.to_string_lossy()));
+    }
+    words.extend(["wal-fetch".into(), "%f".into(), "%p".into()]);
+    Ok(words.join(" "))
+}
+
+/// `USER`, `USER:GROUP`, or numeric ids, as (uid, gid).
+fn owner(spec: &str) -> Result<(u32, u32)> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => {
+            let c = std::ffi::CString::new(user)
+                .map_err(|_| Error::invalid(format!("--owner {spec:?}")))?;
+            // SAFETY: getpwnam reads a NUL-terminated name and returns a
+            // pointer into static storage, read at once, or null.
+            let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+            if pw.is_null() {
+                return Err(Error::invalid(format!("--owner: no user {user:?}")));
+            }
+            // SAFETY: not null, per the check above.
+            unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+        }
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let c = std::ffi::CString::new(g)
+                    .map_err(|_| Error::invalid(format!("--owner {spec:?}")))?;
+                // SAFETY: as for getpwnam.
+                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+                if gr.is_null() {
+                    return Err(Error::invalid(format!("--owner: no group {g:?}")));
+                }
+                // SAFETY: not null.
+                unsafe { (*gr).gr_gid }
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+pub fn recovery_request(
+    g: &Global,
+    s: &Settings,
+    snapshot: Option<String>,
+    to: PathBuf,
+    delta: bool,
+    a: RecoveryArgs,
+) -> Result<Request> {
+    let target = a.target()?;
+    let mut tablespace_map = Vec::new();
+    for m in &a.tablespace_map {
+        let (oid, dir) = m
+            .split_once('=')
+            .ok_or_else(|| Error::invalid(format!("--tablespace-map {m:?}: expected OID=DIR")))?;
+        let oid: u32 = oid.parse().map_err(|_| {
+            Error::invalid(format!("--tablespace-map {m:?}: {oid:?} is not an OID"))
+        })?;
+        tablespace_map.push((oid, absolute(Path::new(dir))?));
+    }
+    let restore_command = match a.restore_command {
+        Some(c) => c,
+        None => restore_command(g, s)?,
+    };
+    Ok(Request {
+        backup: snapshot.filter(|b| b != "latest"),
+        target,
+        exclusive: a.target_exclusive,
+        timeline: TimelineTarget::parse(&a.target_timeline)?,
+        action: a.target_action.as_deref().map(Action::parse).transpose()?,
+        standby: a.standby,
+        tablespace_map,
+        to: absolute(&to)?,
+        delta,
+        owner: a.owner.as_deref().map(owner).transpose()?,
+        restore_command,
+    })
+}
+
+pub async fn restore(s: &Settings, repo: Arc<Repo>, req: Request) -> Result<i32> {
+    let guard = lock::acquire(&repo, false).await?;
+    let r = recovery::run(repo.clone(), req.clone()).await;
+    let released = guard.release().await;
+    let out = r?;
+    released?;
+    for w in &out.plan.warnings {
+        eprintln!("walden: warning: {w}");
+    }
+    if s.json {
+        print_json(&json!({
+            "snapshot": out.plan.snapshot,
+            "target": req.to,
+            "plan": out.plan,
+            "stats": out.stats,
+        }));
+    } else {
+        let p = &out.plan;
+        println!(
+            "restored backup {} ({} {}, ended {}) to {}: {} files, {} written{}",
+            p.snapshot.short(),
+            p.backup.backup_type,
+            p.backup.stop_lsn,
+            p.backup.stop_time,
+            req.to.display(),
+            out.stats.files,
+            human_bytes(out.stats.bytes),
+            if req.delta {
+                format!(
+                    ", {} reused, {} removed",
+                    human_bytes(out.stats.reused_bytes),
+                    out.stats.removed
+                )
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "WAL {} through {} is in the repository; timeline {}",
+            p.wal_from, p.wal_through, p.timeline
+        );
+        for (oid, dir) in &p.tablespaces {
+            println!("tablespace {oid} restored to {}", dir.display());
+        }
+        println!(
+            "wrote {} and the recovery settings in postgresql.auto.conf; start PostgreSQL on {} to replay",
+            if req.standby {
+                "standby.signal"
+            } else {
+                "recovery.signal"
+            },
+            req.to.display()
+        );
+    }
+    Ok(0)
+}
+
+pub async fn restore_point(
+    s: &Settings,
+    repo: &Repo,
+    name: &str,
+    connect: walden::cluster::ConnectOptions,
+) -> Result<()> {
+    if name.is_empty() || name.len() >= 64 {
+        return Err(Error::invalid("a restore point name has 1 to 63 bytes"));
+    }
+    let cluster = walden::cluster::Cluster::connect(&connect).await?;
+    let info = cluster.info().await?;
+    let (lsn, timeline) = cluster.create_restore_point(name).await?;
+    let point = walden::format::point::RestorePoint {
+        version: walden::format::VERSION,
+        name: name.to_string(),
+        lsn,
+        timeline,
+        time: walden::format::format_time(std::time::SystemTime::now()),
+        system_identifier: info.system_identifier,
+        host: walden::repo::host_name(),
+    };
+    walden::archive::save_point(repo, &point).await?;
+    if s.json {
+        print_json(&serde_json::to_value(&point).expect("serializes"));
+    } else {
+        println!(
+            "restore point {:?} at {} on timeline {}",
+            point.name, point.lsn, point.timeline
+        );
+    }
+    Ok(())
+}
+
+pub async fn info(_s: &Settings, _repo: &Repo) -> Result<()> {
+    Err(Error::unsupported("info is not built yet"))
+}

@@ -1,0 +1,399 @@
+//! Point-in-time recovery end to end through the `walden` binary against
+//! real PostgreSQL 15: money moves between accounts, the balances are
+//! recorded at a known moment, more transfers and a destructive statement
+//! follow; restores to that moment by time, LSN, restore point and xid each
+//! bring back exactly the recorded balances. Then a second recovery along the
+//! timeline the first one promoted, a delta restore over a damaged copy, and
+//! the refusals: a target before every backup, a timeline that does not
+//! exist, a non-empty target, a missing WAL segment.
+
+use std::path::Path;
+use std::process::Output;
+
+mod common;
+use common::archive::{Archive, wait_for};
+use common::pg::{Cluster, PGBIN, hand_over};
+
+const ACCOUNTS: i32 = 20;
+
+fn balances(c: &Cluster) -> String {
+    c.psql("select string_agg(id || ':' || balance, ',' order by id) from accounts")
+}
+
+/// `n` transfers between random accounts, each its own transaction.
+fn transfers(c: &Cluster, dir: &Path, n: u32) {
+    let script = dir.join("transfer.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set a random(1, {ACCOUNTS})\n\\set b random(1, {ACCOUNTS})\n\\set amount random(1, 100)\n\
+             BEGIN;\nUPDATE accounts SET balance = balance - :amount WHERE id = :a;\n\
+             UPDATE accounts SET balance = balance + :amount WHERE id = :b;\nCOMMIT;\n"
+        ),
+    )
+    .unwrap();
+    let st = std::process::Command::new(Path::new(PGBIN).join("pgbench"))
+        .args(c.client_args())
+        .args(["-n", "-c", "2", "-t"])
+        .arg(n.to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg("postgres")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "pgbench transfers");
+}
+
+fn ok(o: &Output, what: &str) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Switches WAL and waits until the segment in use now is archived.
+fn archive_current(c: &Cluster) {
+    let current = c.psql("select pg_walfile_name(pg_current_wal_lsn())");
+    c.psql("select pg_switch_wal()");
+    wait_for("the current segment to be archived", c, || {
+        c.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= current
+    });
+}
+
+struct Restored {
+    cluster: Cluster,
+    plan: serde_json::Value,
+}
+
+/// Restores with `args` into a fresh directory, starts PostgreSQL on it
+/// with `conf` and waits for it to be promoted.
+fn restore_and_start(
+    archive: &Archive,
+    root: &Path,
+    name: &str,
+    args: &[&str],
+    conf: &str,
+) -> Restored {
+    let dir = root.join(name);
+    hand_over(&dir);
+    let data = dir.join("pgdata");
+    let mut full = vec!["--json", "restore", "--to", data.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = ok(&archive.walden(&full), &format!("restore {name}"));
+    assert!(data.join("recovery.signal").exists());
+    let cluster = Cluster::launch(&dir, data, conf);
+    wait_for("promotion at the target", &cluster, || {
+        cluster.psql("select pg_is_in_recovery()") == "f"
+    });
+    Restored {
+        cluster,
+        plan: out["plan"].clone(),
+    }
+}
+
+fn refused(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(err.contains(needle), "{needle:?} in: {err}");
+}
+
+#[test]
+fn restores_to_time_lsn_restore_point_and_xid_then_along_a_promoted_timeline() {
+    let (tmp, archive) = Archive::in_temp_dir();
+    let root = tmp.path();
+    let source_dir = root.join("source");
+    hand_over(&source_dir);
+    let source = Cluster::start(
+        &source_dir,
+        &format!(
+            "wal_level = replica\narchive_mode = on\n{}",
+            archive.push_command()
+        ),
+    );
+    source.psql(&format!(
+        "create table accounts(id int primary key, balance bigint not null);
+         insert into accounts select g, 1000 from generate_series(1, {ACCOUNTS}) g"
+    ));
+    let first = ok(&archive.base_backup(&source, "full"), "full backup");
+    transfers(&source, root, 300);
+
+    // The moment to come back to: a last known transfer, its xid, the
+    // balances, the time, the LSN, and a named restore point.
+    let xid = source.psql(
+        "begin; update accounts set balance = balance - 7 where id = 1;
+         update accounts set balance = balance + 7 where id = 2;
+         select txid_current(); commit;",
+    );
+    let xid = xid
+        .lines()
+        .find(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty())
+        .unwrap()
+        .to_string();
+    let expected = balances(&source);
+    let moment = source.psql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let lsn = source.psql("select pg_current_wal_lsn()");
+    let port = source.port.to_string();
+    let point = ok(
+        &archive.walden(&[
+            "--json",
+            "restore-point",
+            "before-the-bad-deploy",
+            "--pg-host",
+            source.sock().to_str().unwrap(),
+            "--pg-port",
+            &port,
+            "--pg-user",
+            "postgres",
+        ]),
+        "restore-point",
+    );
+    assert_eq!(point["name"], "before-the-bad-deploy");
+
+    // Later: more transfers, a second backup, and the bad deploy.
+    transfers(&source, root, 200);
+    let second = ok(
+        &archive.base_backup(&source, "incremental"),
+        "second backup",
+    );
+    transfers(&source, root, 100);
+    source.psql("update accounts set balance = 0");
+    assert_ne!(balances(&source), expected);
+    archive_current(&source);
+    let accounts_file = source.psql("select pg_relation_filepath('accounts')");
+    source.stop();
+
+    let first_id = first["id"].as_str().unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    let off = "archive_mode = off";
+    for (name, args) in [
+        ("by-lsn", vec!["--target-lsn", lsn.as_str()]),
+        ("by-name", vec!["--target-name", "before-the-bad-deploy"]),
+        // An xid cannot be placed before replay: name the backup.
+        ("by-xid", vec![first_id, "--target-xid", xid.as_str()]),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--target-action", "promote"]);
+        let r = restore_and_start(&archive, root, name, &args, off);
+        assert_eq!(
+            r.plan["snapshot"], first_id,
+            "{name}: the backup that ended before the target"
+        );
+        assert_eq!(
+            balances(&r.cluster),
+            expected,
+            "{name}: balances at the target\n{}",
+            r.cluster.log()
+        );
+        assert!(
+            r.cluster.log().contains("recovery stopping"),
+            "{name}: stopped at the target"
+        );
+    }
+
+    // By time, with archiving on: the promoted server goes on as timeline 2
+    // and archives into the same repository.
+    let by_time = restore_and_start(
+        &archive,
+        root,
+        "by-time",
+        &["--target-time", &moment, "--target-action", "promote"],
+        "",
+    );
+    assert_eq!(
+        by_time.plan["snapshot"], first_id,
+        "the second backup ended after the moment"
+    );
+    assert_eq!(
+        balances(&by_time.cluster),
+        expected,
+        "by time\n{}",
+        by_time.cluster.log()
+    );
+    let tli = by_time
+        .cluster
+        .psql("select timeline_id from pg_control_checkpoint()");
+    assert_eq!(tli, "2");
+    transfers(&by_time.cluster, root, 50);
+    let expected2 = balances(&by_time.cluster);
+    let lsn2 = by_time.cluster.psql("select pg_current_wal_lsn()");
+    archive_current(&by_time.cluster);
+    by_time.cluster.psql("update accounts set balance = -1");
+    archive_current(&by_time.cluster);
+    by_time.cluster.stop();
+
+    // A second recovery along timeline 2: the backup on timeline 1 before
+    // the branch point reaches it; the second backup (after it) does not.
+    let on2 = restore_and_start(
+        &archive,
+        root,
+        "on-timeline-2",
+        &["--target-lsn", &lsn2, "--target-action", "promote"],
+        off,
+    );
+    assert_eq!(on2.plan["timeline"], 2);
+    assert_eq!(on2.plan["snapshot"], first_id);
+    assert_eq!(
+        balances(&on2.cluster),
+        expected2,
+        "timeline 2\n{}",
+        on2.cluster.log()
+    );
+    on2.cluster.stop();
+
+    // The second backup is chosen when the target is after it, on its
+    // timeline.
+    let o = archive.walden(&[
+        "--json",
+        "restore",
+        "--to",
+        root.join("plan-only").to_str().unwrap(),
+        "--target-timeline",
+        "1",
+        "--target",
+        "immediate",
+    ]);
+    assert_eq!(ok(&o, "immediate")["plan"]["snapshot"], second_id);
+
+    // Delta over a damaged copy: one relation file overwritten in the
+    // middle, one deleted, a stray file added.
+    let data = root.join("by-lsn").join("pgdata");
+    drop(std::fs::remove_file(data.join("postmaster.pid")));
+    // A physical copy: the accounts table has the source's file path.
+    let restored_rel = data.join(&accounts_file);
+    let mut bytes = std::fs::read(&restored_rel).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..len / 2 + 100].fill(0xAB);
+    std::fs::write(&restored_rel, bytes).unwrap();
+    std::fs::remove_file(data.join("PG_VERSION")).unwrap();
+    std::fs::write(data.join("base").join("stray"), b"not from the backup").unwrap();
+    let o = archive.walden(&[
+        "--json",
+        "restore",
+        "--to",
+        data.to_str().unwrap(),
+        "--target-lsn",
+        &lsn,
+        "--target-timeline",
+        "1",
+        "--target-action",
+        "promote",
+    ]);
+    refused(&o, 6, "not empty");
+    let o = archive.walden(&[
+        "--json",
+        "restore",
+        "--to",
+        data.to_str().unwrap(),
+        "--delta",
+        "--target-lsn",
+        &lsn,
+        "--target-timeline",
+        "1",
+        "--target-action",
+        "promote",
+    ]);
+    let out = ok(&o, "delta restore");
+    assert!(
+        out["stats"]["reused_bytes"].as_u64().unwrap() > out["stats"]["bytes"].as_u64().unwrap(),
+        "most bytes reused: {out}"
+    );
+    assert!(
+        out["stats"]["removed"].as_u64().unwrap() >= 1,
+        "the stray file removed: {out}"
+    );
+    assert!(!data.join("base").join("stray").exists());
+    let dir = root.join("by-lsn");
+    let again = Cluster::launch(&dir, data.clone(), off);
+    wait_for("promotion after the delta restore", &again, || {
+        again.psql("select pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(
+        balances(&again),
+        expected,
+        "after the delta restore\n{}",
+        again.log()
+    );
+    again.stop();
+
+    // Refusals, each before anything is written.
+    let empty = root.join("refused");
+    let o = archive.walden(&[
+        "restore",
+        "--to",
+        empty.to_str().unwrap(),
+        "--target-time",
+        "2000-01-01 00:00:00+00",
+    ]);
+    refused(&o, 2, "no backup ends before");
+    let o = archive.walden(&[
+        "restore",
+        "--to",
+        empty.to_str().unwrap(),
+        "--target-timeline",
+        "7",
+    ]);
+    refused(&o, 2, "timeline 7 does not exist");
+    let o = archive.walden(&[
+        "restore",
+        "--to",
+        empty.to_str().unwrap(),
+        "--target-time",
+        "2026-11-22 10:00:00",
+    ]);
+    refused(&o, 2, "time zone");
+    // A segment between the first backup and the target goes missing.
+    let stop_wal = first["postgres"]["stop_wal"].as_str().unwrap();
+    let target_wal = {
+        let o = archive.walden(&[
+            "--json",
+            "restore",
+            "--to",
+            root.join("plan2").to_str().unwrap(),
+            "--target-lsn",
+            &lsn,
+            "--target-timeline",
+            "1",
+            "--target-action",
+            "shutdown",
+        ]);
+        ok(&o, "plan")["plan"]["wal_through"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(target_wal.as_str() > stop_wal);
+    let missing = next_segment(stop_wal);
+    std::fs::remove_file(archive.dir.join("repo").join("wal").join(&missing)).unwrap();
+    let o = archive.walden(&[
+        "restore",
+        "--to",
+        empty.to_str().unwrap(),
+        "--target-lsn",
+        &lsn,
+        "--target-timeline",
+        "1",
+    ]);
+    refused(&o, 1, &missing);
+    assert!(
+        std::fs::read_dir(&empty)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "nothing was written"
+    );
+}
+
+/// The name of the segment after `name` (1 MiB segments: 4096 per xlogid).
+fn next_segment(name: &str) -> String {
+    let tli = &name[..8];
+    let hi = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let lo = u64::from_str_radix(&name[16..24], 16).unwrap();
+    let n = hi * 4096 + lo + 1;
+    format!("{tli}{:08X}{:08X}", n / 4096, n % 4096)
+}
