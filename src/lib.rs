@@ -26,6 +26,7 @@ pub mod repo;
 pub mod archive;
 pub mod backup;
 pub mod basebackup;
+pub mod coverage;
 pub mod recovery;
 pub mod restore;
 pub mod verify;

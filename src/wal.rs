@@ -6,6 +6,11 @@
 //! storing anything, and with different content fails as a conflict, storing
 //! nothing. Fetch writes to a temporary file and renames it into place, so
 //! PostgreSQL never sees a partial segment.
+//!
+//! Replay asks for one segment at a time, serially; so that it is not bound
+//! to one round trip per segment, a fetch of a segment can be followed by a
+//! prefetch of the next ones into a local spool (verified like any fetch,
+//! written atomically), from which the following asks are served.
 
 use std::io::Write;
 use std::path::Path;
@@ -208,6 +213,136 @@ pub async fn read_file(repo: &Repo, name: &WalName) -> Result<Vec<u8>> {
 pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<u64> {
     let name = WalName::parse(name)?;
     let rec = read_record(repo, &name).await?;
+    write_file(repo, &name, &rec, dest).await
+}
+
+/// Like [`fetch`], but served from `spool` when a prefetch put the file
+/// there; spooled files older than `name` are dropped. Returns the size and
+/// whether it came from the spool.
+pub async fn fetch_spooled(
+    repo: &Repo,
+    name: &str,
+    dest: &Path,
+    spool: &Path,
+) -> Result<(u64, bool)> {
+    let parsed = WalName::parse(name)?;
+    let spooled = spool.join(parsed.as_str());
+    let served = if parsed.kind == crate::pg::walname::WalKind::Segment {
+        serve_from_spool(&spooled, dest)?
+    } else {
+        None
+    };
+    if parsed.kind == crate::pg::walname::WalKind::Segment {
+        forget_before(spool, parsed.as_str());
+    }
+    match served {
+        Some(n) => Ok((n, true)),
+        None => Ok((fetch(repo, name, dest).await?, false)),
+    }
+}
+
+/// Moves (or copies, across filesystems) a spooled file to `dest`, durably.
+fn serve_from_spool(spooled: &Path, dest: &Path) -> Result<Option<u64>> {
+    let size = match std::fs::metadata(spooled) {
+        Ok(m) => m.len(),
+        Err(_) => return Ok(None),
+    };
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.walden-tmp",
+        spooled.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let copied = std::fs::copy(spooled, &tmp).and_then(|n| {
+        std::fs::File::open(&tmp)?.sync_all()?;
+        Ok(n)
+    });
+    match copied {
+        Ok(n) if n == size => {}
+        _ => {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(None);
+        }
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest.display(), e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let _ = std::fs::remove_file(spooled);
+    Ok(Some(size))
+}
+
+/// Drops spooled segments that replay has gone past.
+fn forget_before(spool: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.len() == 24 && n.as_str() < name {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Fetches up to `count` segments following `after` on its timeline into
+/// `spool`, a few at a time, stopping at the first that is not archived.
+/// Only one prefetch runs per spool at a time (a lock file); a second one
+/// returns at once.
+pub async fn prefetch(repo: &Repo, after: &str, count: u64, spool: &Path) -> Result<u64> {
+    use futures_util::StreamExt;
+    let after = WalName::parse(after)?;
+    if after.kind != crate::pg::walname::WalKind::Segment {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(spool).map_err(|e| Error::io(spool.display(), e))?;
+    let lock_path = spool.join(".prefetch.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(lock_path.display(), e))?;
+    // SAFETY: flock on a descriptor `lock` keeps open until we return.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        return Ok(0);
+    }
+    // The segment size is the size of the segment just fetched.
+    let seg_size = read_record(repo, &after).await?.size;
+    if !crate::pg::lsn::valid_segment_size(seg_size) {
+        return Ok(0);
+    }
+    let first = crate::pg::lsn::segment_number(after.as_str(), seg_size)?;
+    let names: Vec<String> = (1..=count)
+        .map(|i| crate::pg::lsn::segment_name(after.timeline, first + i, seg_size))
+        .collect();
+    let mut stream = futures_util::stream::iter(names.into_iter().map(|n| async move {
+        let dest = spool.join(&n);
+        if dest.exists() {
+            return Ok(true);
+        }
+        match fetch(repo, &n, &dest).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == Kind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }))
+    .buffered(4);
+    let mut fetched = 0;
+    while let Some(r) = stream.next().await {
+        if !r? {
+            break;
+        }
+        fetched += 1;
+    }
+    drop(lock);
+    Ok(fetched)
+}
+
+async fn write_file(repo: &Repo, name: &WalName, rec: &WalRecord, dest: &Path) -> Result<u64> {
     let dir = dest
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -215,7 +350,7 @@ pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<u64> {
     let tmp = dir.join(format!(".{name}.walden-tmp"));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
     let written = async {
-        let n = read_content(repo, &rec, |b| {
+        let n = read_content(repo, rec, |b| {
             f.write_all(b).map_err(|e| Error::io(tmp.display(), e))
         })
         .await?;

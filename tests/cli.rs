@@ -690,3 +690,72 @@ fn wal_push_killed_mid_upload_stores_nothing_visible_and_the_retry_succeeds() {
     );
     e.ok(&["verify", "--read-data"]);
 }
+
+#[test]
+fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("segments");
+    std::fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (1..=6)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        let p = src.join(n);
+        std::fs::write(&p, noise(100 + i as u64, 1 << 20)).unwrap();
+        e.ok(&["wal-push", p.to_str().unwrap()]);
+    }
+    let out = e.path("pg_wal");
+    std::fs::create_dir_all(&out).unwrap();
+    let first = e.json(&[
+        "wal-fetch",
+        &names[0],
+        out.join("RECOVERYXLOG").to_str().unwrap(),
+    ]);
+    assert_eq!(first["from_spool"], false);
+    // The background prefetch spools the next segments, up to the last one
+    // archived.
+    let spool = std::fs::read_dir(e.path("cache"))
+        .unwrap()
+        .map(|d| d.unwrap().path().join("wal-spool"))
+        .find(|p| p.exists() || p.parent().unwrap().join("catalog.sqlite").exists())
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !names[1..].iter().all(|n| spool.join(n).exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segments 2 to 6 were not prefetched"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Served from the spool: even with its record gone from the repository,
+    // segment 2 arrives byte-identical.
+    std::fs::remove_file(e.repo().join("wal").join(&names[1])).unwrap();
+    let dest = out.join("RECOVERYXLOG");
+    let second = e.json(&["wal-fetch", &names[1], dest.to_str().unwrap()]);
+    assert_eq!(second["from_spool"], true);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(src.join(&names[1])).unwrap()
+    );
+    assert!(
+        !spool.join(&names[1]).exists(),
+        "a served segment leaves the spool"
+    );
+    // Without the spool, the missing record is "not archived".
+    let o = e.run(&[
+        "wal-fetch",
+        "--prefetch",
+        "0",
+        &names[1],
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 1);
+    // Segment 3 from the spool, identical too.
+    let third = e.json(&["wal-fetch", &names[2], dest.to_str().unwrap()]);
+    assert_eq!(third["from_spool"], true);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(src.join(&names[2])).unwrap()
+    );
+}

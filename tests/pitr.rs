@@ -369,6 +369,26 @@ fn restores_to_time_lsn_restore_point_and_xid_then_along_a_promoted_timeline() {
             .to_string()
     };
     assert!(target_wal.as_str() > stop_wal);
+    let info = ok(&archive.walden(&["--json", "info"]), "info");
+    let cluster = &info["clusters"][0];
+    assert_eq!(cluster["backups"].as_array().unwrap().len(), 2, "{info}");
+    let on1 = |info: &serde_json::Value| -> serde_json::Value {
+        info["clusters"][0]["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["timeline"] == 1)
+            .cloned()
+            .collect()
+    };
+    let windows = on1(&info);
+    assert_eq!(
+        windows.as_array().unwrap().len(),
+        1,
+        "one unbroken window on timeline 1: {info}"
+    );
+    assert_eq!(windows[0]["from_lsn"], first["postgres"]["stop_lsn"]);
+    assert_eq!(windows[0]["gap"], false);
     let missing = next_segment(stop_wal);
     std::fs::remove_file(archive.dir.join("repo").join("wal").join(&missing)).unwrap();
     let o = archive.walden(&[
@@ -381,6 +401,19 @@ fn restores_to_time_lsn_restore_point_and_xid_then_along_a_promoted_timeline() {
         "1",
     ]);
     refused(&o, 1, &missing);
+    let info = ok(&archive.walden(&["--json", "info"]), "info after the loss");
+    let windows = on1(&info);
+    assert_eq!(windows[0]["ends_before"], missing.as_str(), "{info}");
+    assert_eq!(windows[0]["gap"], true);
+    let tl1 = &info["timelines"][0];
+    assert_eq!(tl1["timeline"], 1);
+    assert_eq!(tl1["missing"], serde_json::json!([missing]));
+    let text = archive.walden(&["info"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("MISSING") && text.contains(&missing),
+        "{text}"
+    );
     assert!(
         std::fs::read_dir(&empty)
             .map(|mut d| d.next().is_none())

@@ -140,6 +140,17 @@ enum Command {
         name: String,
         /// Where to write it (PostgreSQL's %p)
         dest: PathBuf,
+        /// After fetching a segment, fetch this many of the next ones into
+        /// the local spool in the background (0: none)
+        #[arg(long, default_value_t = 8)]
+        prefetch: u64,
+    },
+    /// The background half of wal-fetch's prefetch
+    #[command(hide = true)]
+    WalPrefetch {
+        after: String,
+        #[arg(long, default_value_t = 8)]
+        count: u64,
     },
     /// Remove stale locks (or every lock with --all)
     Unlock {
@@ -369,6 +380,44 @@ fn run_cli(cli: Cli) -> Result<i32> {
     rt.block_on(run(cli))
 }
 
+/// Starts `wal-prefetch` in the background, detached from PostgreSQL's
+/// restore_command so that replay does not wait for it. Failing to start
+/// only costs speed.
+fn start_prefetch(g: &Global, after: &str, count: u64) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(c) = &g.config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(r) = &g.repo {
+        cmd.arg("--repo").arg(r);
+    }
+    if let Some(p) = &g.password_file {
+        cmd.arg("--password-file").arg(p);
+    }
+    if let Some(c) = &g.cache_dir {
+        cmd.arg("--cache-dir").arg(c);
+    }
+    cmd.args(["wal-prefetch", after, "--count", &count.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it puts the prefetch in its own
+    // session so signals meant for PostgreSQL's recovery do not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        tracing::debug!("prefetch not started: {e}");
+    }
+}
+
 async fn open(s: &Settings) -> Result<Repo> {
     let store = Store::open(&s.repo)?;
     Repo::open(store, &password(s)?, &s.cache_dir).await
@@ -593,7 +642,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_json(&serde_json::to_value(&outcome).expect("serializes"));
             }
         }
-        Command::WalFetch { name, dest } => {
+        Command::WalFetch {
+            name,
+            dest,
+            prefetch,
+        } => {
             let repo = open(&s).await.map_err(|e| {
                 // A repository that cannot be opened is not "file not found".
                 if e.kind() == walden::error::Kind::NotFound {
@@ -602,10 +655,14 @@ async fn run(cli: Cli) -> Result<i32> {
                     e
                 }
             })?;
-            match walden::wal::fetch(&repo, &name, &dest).await {
-                Ok(size) => {
+            let spool = walden::repo::spool_path(&s.cache_dir, &repo.id());
+            match walden::wal::fetch_spooled(&repo, &name, &dest, &spool).await {
+                Ok((size, spooled)) => {
+                    if prefetch > 0 && name.len() == 24 {
+                        start_prefetch(&cli.global, &name, prefetch);
+                    }
                     if s.json {
-                        print_json(&json!({"name": name, "size": size}));
+                        print_json(&json!({"name": name, "size": size, "from_spool": spooled}));
                     }
                 }
                 // PostgreSQL probes for files that do not exist (history
@@ -614,6 +671,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 Err(e) if e.kind() == walden::error::Kind::NotFound => std::process::exit(1),
                 Err(e) => return Err(e),
             }
+        }
+        Command::WalPrefetch { after, count } => {
+            let repo = open(&s).await?;
+            let spool = walden::repo::spool_path(&s.cache_dir, &repo.id());
+            let n = walden::wal::prefetch(&repo, &after, count, &spool).await?;
+            tracing::info!("prefetched {n} segment(s) after {after}");
         }
         Command::RestorePoint { name, pg } => {
             let repo = open(&s).await?;

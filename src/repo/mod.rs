@@ -530,5 +530,10 @@ pub fn catalog_path(cache_root: &Path, repo_id: &Id) -> PathBuf {
     cache_root.join(repo_id.to_hex()).join("catalog.sqlite")
 }
 
+/// Where `wal-fetch` keeps WAL segments fetched ahead of PostgreSQL's asks.
+pub fn spool_path(cache_root: &Path, repo_id: &Id) -> PathBuf {
+    cache_root.join(repo_id.to_hex()).join("wal-spool")
+}
+
 /// Shared ownership for the pipeline's threads.
 pub type SharedRepo = Arc<Repo>;

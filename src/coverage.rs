@@ -1,0 +1,222 @@
+//! What the repository can bring back: for each cluster (by system
+//! identifier) its base backups, the archived WAL of each timeline with any
+//! gaps, and the restorable windows — "any moment from X to Y" — that a
+//! backup plus unbroken WAL after it give on each timeline. Read-only; the
+//! checks a restore makes before writing are `recovery`'s.
+
+use serde::Serialize;
+
+use crate::archive::{self, Archive};
+use crate::error::Result;
+use crate::id::Id;
+use crate::pg::lsn::{Lsn, segment_name};
+use crate::pg::walname::WalName;
+use crate::repo::Repo;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    pub clusters: Vec<ClusterCoverage>,
+    /// The archived WAL, by timeline (WAL file names do not say which
+    /// cluster they belong to).
+    pub timelines: Vec<TimelineWal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterCoverage {
+    pub system_identifier: String,
+    pub backups: Vec<BackupInfo>,
+    pub windows: Vec<Window>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    pub id: Id,
+    pub backup_type: String,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub start_time: String,
+    pub stop_time: String,
+    pub logical_bytes: u64,
+    pub new_stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineWal {
+    pub timeline: u32,
+    /// The timeline it branched from, and where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branched_at: Option<String>,
+    pub segments: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    /// Segments missing between the first and the last (at most 20 named).
+    pub missing: Vec<String>,
+}
+
+/// Recovery can reach any moment from `from_*` (the end of the oldest backup
+/// that starts the run of unbroken WAL) to `to_*` (the end of that WAL).
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub timeline: u32,
+    pub from_time: String,
+    pub from_lsn: String,
+    pub to_lsn: String,
+    /// When the last segment of the window was archived.
+    pub to_time: String,
+    /// The segment whose absence ends the window (not archived yet, or a
+    /// gap when later WAL exists).
+    pub ends_before: String,
+    pub gap: bool,
+}
+
+const MAX_NAMED_MISSING: usize = 20;
+
+fn timeline_wal(archive: &Archive, tli: u32, seg: u64) -> TimelineWal {
+    let segs = archive.segments(tli, seg);
+    let mut missing = Vec::new();
+    for w in segs.windows(2) {
+        for s in w[0] + 1..w[1] {
+            if missing.len() < MAX_NAMED_MISSING {
+                missing.push(segment_name(tli, s, seg));
+            }
+        }
+    }
+    let (parent, branched_at) = match archive.history(tli) {
+        Ok(h) => match h.ancestors.last() {
+            Some(a) => (Some(a.timeline), Some(a.end.to_string())),
+            None => (None, None),
+        },
+        Err(_) => (None, None),
+    };
+    TimelineWal {
+        timeline: tli,
+        parent,
+        branched_at,
+        segments: segs.len() as u64,
+        first: segs.first().map(|s| segment_name(tli, *s, seg)),
+        last: segs.last().map(|s| segment_name(tli, *s, seg)),
+        missing,
+    }
+}
+
+pub async fn report(repo: &Repo) -> Result<Coverage> {
+    let archive = archive::load(repo).await?;
+    let backups: Vec<(Id, crate::format::snapshot::Snapshot)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.postgres.is_some())
+        .collect();
+    // WAL names need the segment size to be read; take it from the backups
+    // (PostgreSQL's default when there are none).
+    let seg = backups
+        .iter()
+        .filter_map(|(_, s)| s.postgres.as_ref())
+        .map(|b| b.wal_segment_size)
+        .next_back()
+        .unwrap_or(16 << 20);
+    let timelines: Vec<TimelineWal> = archive
+        .timelines()
+        .into_iter()
+        .map(|t| timeline_wal(&archive, t, seg))
+        .collect();
+    let mut sysids: Vec<String> = backups
+        .iter()
+        .filter_map(|(_, s)| s.postgres.as_ref())
+        .map(|b| b.system_identifier.clone())
+        .collect();
+    sysids.sort();
+    sysids.dedup();
+    let mut clusters = Vec::new();
+    for sysid in sysids {
+        let mine: Vec<_> = backups
+            .iter()
+            .filter(|(_, s)| {
+                s.postgres
+                    .as_ref()
+                    .is_some_and(|b| b.system_identifier == sysid)
+            })
+            .collect();
+        let infos: Vec<BackupInfo> = mine
+            .iter()
+            .map(|(id, s)| {
+                let b = s.postgres.as_ref().expect("filtered");
+                BackupInfo {
+                    id: *id,
+                    backup_type: b.backup_type.clone(),
+                    timeline: b.timeline,
+                    start_lsn: b.start_lsn.clone(),
+                    stop_lsn: b.stop_lsn.clone(),
+                    start_time: b.start_time.clone(),
+                    stop_time: b.stop_time.clone(),
+                    logical_bytes: s.summary.logical_bytes,
+                    new_stored_bytes: s.summary.new_stored_bytes,
+                }
+            })
+            .collect();
+        let mut windows = Vec::new();
+        let mut tlis = archive.timelines();
+        tlis.extend(infos.iter().map(|b| b.timeline));
+        tlis.sort_unstable();
+        tlis.dedup();
+        for tli in tlis {
+            let Ok(path) = archive.history(tli) else {
+                continue;
+            };
+            let mut reach: Vec<(Lsn, &BackupInfo)> = infos
+                .iter()
+                .filter_map(|b| Some((Lsn::parse(&b.stop_lsn).ok()?, b)))
+                .filter(|(stop, b)| path.reaches(b.timeline, *stop))
+                .collect();
+            reach.sort_by_key(|(stop, _)| *stop);
+            let mut tli_windows: Vec<Window> = Vec::new();
+            for (stop, b) in reach {
+                let Ok(start) = Lsn::parse(&b.start_lsn) else {
+                    continue;
+                };
+                let c = archive.continuity(&path, start, seg);
+                let Some(last) = c.last.filter(|l| *l >= stop.segment(seg)) else {
+                    continue;
+                };
+                let to = Lsn((last + 1) * seg);
+                if let Some(w) = tli_windows.last()
+                    && Lsn::parse(&w.to_lsn).ok() == Some(to)
+                {
+                    // Same unbroken run: the older backup already covers it.
+                    continue;
+                }
+                let last_name = Archive::segment_on(&path, last, seg);
+                let to_time = match WalName::parse(&last_name) {
+                    Ok(n) => crate::wal::read_record(repo, &n)
+                        .await
+                        .map(|r| r.time)
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                tli_windows.push(Window {
+                    timeline: tli,
+                    from_time: b.stop_time.clone(),
+                    from_lsn: b.stop_lsn.clone(),
+                    to_lsn: to.to_string(),
+                    to_time,
+                    ends_before: c.missing,
+                    gap: c.more_after,
+                });
+            }
+            windows.extend(tli_windows);
+        }
+        clusters.push(ClusterCoverage {
+            system_identifier: sysid,
+            backups: infos,
+            windows,
+        });
+    }
+    Ok(Coverage {
+        clusters,
+        timelines,
+    })
+}
