@@ -14,160 +14,16 @@
 # Run it as root (the server and both tools then run as `postgres`, and page
 # caches are dropped before each measured step) or as an ordinary user.
 # BENCH_DIR=/some/dir keeps the cluster's data, both repositories and logs
-# (its parent must be traversable by postgres).
+# (its parent must be traversable by postgres). The setup is shared with
+# pg_restore_compare.sh: benches/pg_common.sh.
 set -euo pipefail
 size_mb="${1:-1024}"
 dur="${2:-60}"
-repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PGBIN=/usr/lib/postgresql/15/bin
-[ -x "$PGBIN/initdb" ] || { echo "PostgreSQL 15 is not installed in $PGBIN" >&2; exit 2; }
-command -v pgbackrest >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest; }
-(cd "$repo_dir" && cargo build --release --quiet)
+source "$(dirname "${BASH_SOURCE[0]}")/pg_common.sh"
+pg_setup walden-pgbench
+pg_load "$size_mb"
 
-if [ "$(id -u)" = 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
-
-# BENCH_DIR keeps everything for a look afterwards; the cluster is stopped either way.
-if [ -n "${BENCH_DIR:-}" ]; then work=$BENCH_DIR; rm -rf "$work"; mkdir -p "$work"; keep=1
-else work=$(mktemp -d /tmp/walden-pgbench.XXXXXX); keep=0; fi
-data="$work/data"
-cleanup() {
-    [ -f "$data/postmaster.pid" ] && (cd / && as_pg "$PGBIN/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1) || true
-    [ "$keep" = 1 ] || rm -rf "$work"
-}
-trap cleanup EXIT
-chmod a+rx "$work"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$work"
-cd /    # postgres cannot enter root's home
-
-# Everything the server's archive_command touches must be postgres's.
-as_pg mkdir -p "$work/sock" "$work/pgbr-repo" "$work/pgbr-log" "$work/pgbr-lock" "$work/pgbr-spool" "$work/walden-cache"
-W="$work/walden"
-cp "$repo_dir/target/release/walden" "$W"; chmod a+rx "$W"
-wrepo="$work/walden-repo"; wconf="$work/walden.toml"; pconf="$work/pgbackrest.conf"; sock="$work/sock"
-
-port=55432
-while ! python3 -c 'import socket,sys;s=socket.socket();s.bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null \
-      || [ -e "/var/run/postgresql/.s.PGSQL.$port" ]; do port=$((port + 1)); done
-
-# Passwords: the DBA's own for walden (default Argon2id cost), and, as
-# spec/cli.md recommends for archive_command, a long random one on a second
-# key with a cheap cost. pgBackRest's repository cipher pass is random too.
-rnd() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-as_pg sh -c "umask 077; echo 'correct horse battery staple' > '$work/admin.pass'; echo $(rnd) > '$work/archive.pass'"
-kdf_mib=8; kdf_iter=1
-as_pg env WALDEN_PASSWORD_FILE="$work/admin.pass" "$W" --repo "$wrepo" --cache-dir "$work/walden-cache" init >/dev/null
-as_pg env WALDEN_PASSWORD_FILE="$work/admin.pass" WALDEN_NEW_PASSWORD_FILE="$work/archive.pass" \
-    "$W" --repo "$wrepo" --cache-dir "$work/walden-cache" key add --kdf-memory-mib $kdf_mib --kdf-iterations $kdf_iter >/dev/null
-as_pg sh -c "umask 077; cat > '$wconf'" <<EOF
-repo = "$wrepo"
-password_file = "$work/archive.pass"
-cache_dir = "$work/walden-cache"
-EOF
-# walden tries the key files in name order, paying one Argon2id derivation per
-# key it tries; record where the archive key landed.
-key_pos=$(as_pg "$W" --config "$wconf" --json key list | python3 -c '
-import json,sys; ks=json.load(sys.stdin); print([k.get("current") for k in ks].index(True) + 1, "of", len(ks))')
-
-as_pg sh -c "umask 077; cat > '$pconf'" <<EOF
-[global]
-repo1-path=$work/pgbr-repo
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$(rnd)
-repo1-bundle=y
-repo1-block=y
-beta=y
-compress-type=zst
-process-max=2
-start-fast=y
-log-path=$work/pgbr-log
-lock-path=$work/pgbr-lock
-spool-path=$work/pgbr-spool
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$data
-pg1-port=$port
-pg1-socket-path=$sock
-EOF
-
-# One archive_command for both tools, timing each (wall from date +%s%N;
-# max RSS from /usr/bin/time). The order alternates with the segment number
-# so neither tool always reads the segment first. (pgBackRest refuses an
-# archive_command that does not contain "pgbackrest", hence the script's name.)
-arch="$work/archive-walden-pgbackrest.sh"
-cat > "$arch" <<EOF
-#!/bin/bash
-p=\$1; f=\${p##*/}
-w() { /usr/bin/time -f %M -o "$work/arch-w.rss" "$W" --config "$wconf" wal-push "\$p"; }
-b() { /usr/bin/time -f %M -o "$work/arch-b.rss" pgbackrest --config="$pconf" --stanza=bench archive-push "\$p"; }
-run() { local t0 t1 rc; t0=\$(date +%s%N); "\$1" >>"$work/archive.err" 2>&1; rc=\$?; t1=\$(date +%s%N); echo "\$((t1 - t0)) \$rc"; }
-case \${f:23:1} in [02468ACE]) rw=\$(run w); rb=\$(run b); o=wb ;; *) rb=\$(run b); rw=\$(run w); o=bw ;; esac
-echo "\$(cat "$work/phase" 2>/dev/null) \$f \$rw \$(tail -1 "$work/arch-w.rss") \$rb \$(tail -1 "$work/arch-b.rss") \$o" >> "$work/archive.log"
-[ "\${rw#* }" = 0 ] && [ "\${rb#* }" = 0 ]
-EOF
-chmod a+rx "$arch"
-echo setup > "$work/phase"; chmod a+r "$work/phase"
-
-echo "initdb and load ${size_mb} MiB (port $port, dir $work) ..." >&2
-as_pg "$PGBIN/initdb" -D "$data" -U postgres -A trust --data-checksums --no-sync --no-instructions -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >> "$data/postgresql.conf" <<EOF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$sock'
-wal_level = replica
-archive_mode = on
-archive_command = '$arch %p'
-EOF
-as_pg "$PGBIN/pg_ctl" -D "$data" -l "$work/server.log" -w -t 60 start >/dev/null
-export PGHOST="$sock" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
-psql_() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-as_pg pgbackrest --config="$pconf" --stanza=bench stanza-create >/dev/null
-as_pg pgbackrest --config="$pconf" --stanza=bench check >/dev/null     # archives through $arch
-
-# Waits until every finished segment has been archived by both tools.
-wait_archived() {
-    local n=0
-    while compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; do
-        sleep 1; n=$((n + 1))
-        [ $n -lt 1800 ] || { echo "archiving does not keep up; see $work/archive.err" >&2; tail "$work/archive.err" >&2; exit 1; }
-    done
-}
-
-echo load > "$work/phase"
-scale=$(( size_mb * 70 / 100 * 10 / 155 )); [ "$scale" -ge 1 ] || scale=1     # ~15.5 MiB per scale unit
-rand_rows=$(( size_mb * 30 / 100 * 128 ))                                        # 8 KiB per row
-"$PGBIN/pgbench" -i -q -s "$scale" >/dev/null 2>&1
-psql_ <<EOF
-CREATE EXTENSION pgcrypto;
-CREATE TABLE bench_random (id int PRIMARY KEY, payload bytea);
-ALTER TABLE bench_random ALTER COLUMN payload SET STORAGE EXTERNAL;  -- no TOAST compression
-INSERT INTO bench_random SELECT g,
-    gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) ||
-    gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024)
-  FROM generate_series(1, $rand_rows) g;
-VACUUM ANALYZE;
-CHECKPOINT;
-EOF
-wait_archived
-pgb_mib=$(psql_ -c "SELECT (sum(pg_total_relation_size(c.oid)) / 1048576)::int FROM pg_class c WHERE relname LIKE 'pgbench_%' AND relkind = 'r'")
-rnd_mib=$(psql_ -c "SELECT pg_total_relation_size('bench_random') / 1048576")
-data_mib=$(( $(du -sb --exclude=pg_wal "$data" | cut -f1) / 1048576 ))
-
-declare -A T M S D
-# measure TOOL STEP CMD...: wall seconds and max RSS (KiB) of CMD, run as postgres.
-measure() {
-    local tool=$1 step=$2; shift 2
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    local out
-    as_pg /usr/bin/time -f '%e %M' -o "$work/time.out" "$@" >"$work/$tool-$step.out" 2>"$work/$tool-$step.err" \
-        || { echo "$tool $step failed (exit $?):" >&2; cat "$work/$tool-$step.err" >&2; exit 1; }
-    out=$(tail -1 "$work/time.out")
-    T[$tool,$step]=${out% *}; M[$tool,$step]=${out#* }
-}
-dub() { du -sb "$1" | cut -f1; }
-json() { python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
-
+declare -A S D
 for step in full incr-light incr-T$dur; do
     case $step in
         incr-light) echo light > "$work/phase"; "$PGBIN/pgbench" -t 2000 -c 1 2>/dev/null | grep -E '^tps' >&2 ;;
@@ -192,7 +48,6 @@ as_pg "$W" --config "$wconf" --json snapshots > "$work/walden-snapshots.json"
     || echo "note: walden snapshots --json new_stored_bytes differ from the backups' summaries" >&2
 echo done > "$work/phase"
 
-ratio() { if [ "$2" != 0 ]; then printf '%.2f' "$(echo "$1 / $2" | bc -l)"; else echo -; fi; }
 printf '\n%s MiB data directory (pgbench -s %s: %s MiB, random rows: %s MiB; without pg_wal) on %s cores, %s, %s\n' \
     "$data_mib" "$scale" "$pgb_mib" "$rnd_mib" "$(nproc)" "$("$PGBIN/postgres" --version | cut -d' ' -f3)" "$(pgbackrest version)"
 printf '%-10s | %8s %12s %6s | %10s %14s %6s | %12s %16s %6s\n' step "walden s" "pgbackrest s" ratio \
@@ -235,7 +90,6 @@ printf 'total stored: walden %d B; pgbackrest backup/ %d B + archive/ %d B\n' "$
 echo "peak memory is /usr/bin/time's max RSS: for pgbackrest (process-max=2 forks local workers) that is the largest single process, not their sum"
 echo "bytes: each backup's own report (walden: summary.new_stored_bytes, as in walden snapshots --json; pgbackrest: info backup[].info.repository.delta, block maps included, manifests not); WAL archive growth is in neither"
 echo "wall time of each backup includes waiting for its stop segment to be archived, i.e. for the shared archive_command (both pushes)"
-ok() { if [ "$(echo "$1 <= $2" | bc -l)" = 1 ]; then echo met; else echo "NOT met"; fi; }
 r_full=$(ratio "${T[walden,full]}" "${T[pgbackrest,full]}")
 r_light=$(ratio "${S[walden,incr-light]}" "${S[pgbackrest,incr-light]}")
 r_heavy=$(ratio "${S[walden,incr-T$dur]}" "${S[pgbackrest,incr-T$dur]}")
