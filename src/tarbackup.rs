@@ -143,8 +143,7 @@ struct Stream {
     nodes: BTreeMap<Vec<u8>, Node>,
     /// The stream's own entry for the root (`./`), if it has one.
     root: Option<Node>,
-    /// Bytes of the files in `KEPT_FILES`, and their tar mtimes.
-    kept: HashMap<&'static str, (Vec<u8>, i64)>,
+    kept: Kept,
 }
 
 /// The name the stream is known by in messages.
@@ -221,11 +220,12 @@ fn header_node(header: &tar::Header, name: &[u8], kind: NodeKind) -> std::io::Re
     })
 }
 
+/// Bytes of the files in `KEPT_FILES`, and their tar mtimes.
+type Kept = HashMap<&'static str, (Vec<u8>, i64)>;
+
 /// Reads the whole stream, storing file content through `jobs` and sending
 /// the entries to the collector through `events`. Returns what the
 /// collector does not see: the root entry and the kept files' bytes.
-type Kept = HashMap<&'static str, (Vec<u8>, i64)>;
-
 fn read_stream<R: Read>(
     what: &str,
     input: R,
