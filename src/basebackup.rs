@@ -143,6 +143,7 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
                 stop_time: crate::format::format_time(SystemTime::now()),
                 backup_type: backup_type.to_string(),
                 wal_segment_size: info.wal_segment_size,
+                wal_included: false,
             }),
         })
     };

@@ -39,6 +39,9 @@ pub struct BackupInfo {
     pub stop_time: String,
     pub logical_bytes: u64,
     pub new_stored_bytes: u64,
+    /// The backup carries its own WAL up to its stop (`backup --from-tar`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wal_included: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +158,7 @@ pub async fn report(repo: &Repo) -> Result<Coverage> {
                     stop_time: b.stop_time.clone(),
                     logical_bytes: s.summary.logical_bytes,
                     new_stored_bytes: s.summary.new_stored_bytes,
+                    wal_included: b.wal_included,
                 }
             })
             .collect();
@@ -178,24 +182,32 @@ pub async fn report(repo: &Repo) -> Result<Coverage> {
                 let Ok(start) = Lsn::parse(&b.start_lsn) else {
                     continue;
                 };
-                let c = archive.continuity(&path, start, seg);
-                let Some(last) = c.last.filter(|l| *l >= stop.segment(seg)) else {
-                    continue;
+                // A backup that carries its WAL needs the archive only
+                // after its stop.
+                let from = if b.wal_included { stop } else { start };
+                let c = archive.continuity(&path, from, seg);
+                let last = c.last.filter(|l| *l >= stop.segment(seg));
+                let to = match last {
+                    Some(last) => Lsn((last + 1) * seg),
+                    None if b.wal_included => stop,
+                    None => continue,
                 };
-                let to = Lsn((last + 1) * seg);
                 if let Some(w) = tli_windows.last()
                     && Lsn::parse(&w.to_lsn).ok() == Some(to)
                 {
                     // Same unbroken run: the older backup already covers it.
                     continue;
                 }
-                let last_name = Archive::segment_on(&path, last, seg);
-                let to_time = match WalName::parse(&last_name) {
-                    Ok(n) => crate::wal::read_record(repo, &n)
-                        .await
-                        .map(|r| r.time)
-                        .unwrap_or_default(),
-                    Err(_) => String::new(),
+                let to_time = match last {
+                    Some(last) => match WalName::parse(&Archive::segment_on(&path, last, seg)) {
+                        Ok(n) => crate::wal::read_record(repo, &n)
+                            .await
+                            .map(|r| r.time)
+                            .unwrap_or_default(),
+                        Err(_) => String::new(),
+                    },
+                    // Only the backup's own end.
+                    None => b.stop_time.clone(),
                 };
                 tli_windows.push(Window {
                     timeline: tli,

@@ -7,8 +7,8 @@
 //! - adapters: [`store`] (OpenDAL), [`catalog`] (SQLite), [`cluster`] (a live
 //!   PostgreSQL server)
 //! - repository: [`repo`]
-//! - use cases: [`backup`], [`basebackup`], [`wal`], [`archive`], [`restore`],
-//!   [`verify`]
+//! - use cases: [`backup`], [`basebackup`], [`tarbackup`], [`wal`],
+//!   [`archive`], [`restore`], [`recovery`], [`verify`]
 
 pub mod chunk;
 pub mod error;
@@ -29,5 +29,6 @@ pub mod basebackup;
 pub mod coverage;
 pub mod recovery;
 pub mod restore;
+pub mod tarbackup;
 pub mod verify;
 pub mod wal;

@@ -58,6 +58,12 @@ pub struct Plan {
     /// Tablespaces restored outside the data directory: (OID, directory).
     pub tablespaces: Vec<(u32, PathBuf)>,
     pub warnings: Vec<String>,
+    /// The backup carries its WAL (`wal_included`), the repository has none
+    /// after it and no target was asked for: no recovery settings are
+    /// written, and PostgreSQL starts by replaying the backup's own WAL
+    /// from `pg_wal` up to its end.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_contained: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -303,14 +309,18 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
     let seg = b.wal_segment_size;
     let start = Lsn::parse(&b.start_lsn)?;
     let stop = stop_lsn(&b)?;
-    // The backup's own WAL, without which it is not even consistent.
-    if let Some(missing) = archive.first_missing(&path, start, stop, seg) {
+    // The backup's own WAL, without which it is not even consistent: in the
+    // repository, or (a backup read from a tar) in the snapshot's pg_wal.
+    if !b.wal_included
+        && let Some(missing) = archive.first_missing(&path, start, stop, seg)
+    {
         return Err(Error::not_found(format!(
             "WAL segment {missing}, needed to make backup {id} consistent ({} to {}), is not in the repository; nothing was written",
             b.start_lsn, b.stop_lsn
         )));
     }
     let mut through = stop;
+    let mut self_contained = false;
     match (&req.target, position) {
         (Some(Target::Immediate), _) => {}
         (_, Some(lsn)) => {
@@ -329,6 +339,13 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
         }
         (target, None) => {
             let c = archive.continuity(&path, stop, seg);
+            // A backup that carries its WAL, with none archived after it and
+            // no target: it starts on its own, without recovery settings.
+            self_contained = b.wal_included
+                && target.is_none()
+                && !req.standby
+                && c.last.is_none()
+                && !c.more_after;
             let last_name = c.last.map(|s| Archive::segment_on(&path, s, seg));
             if let Some(l) = c.last {
                 through = Lsn((l + 1) * seg - 1);
@@ -384,6 +401,7 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
         target_lsn: position.map(|l| l.to_string()),
         tablespaces,
         warnings,
+        self_contained,
     })
 }
 
@@ -573,7 +591,9 @@ pub async fn run(repo: Arc<Repo>, req: Request) -> Result<Outcome> {
             ));
         }
     };
-    configure(&req, &plan, owner).map_err(|e| e.context("writing the recovery settings"))?;
+    if !plan.self_contained {
+        configure(&req, &plan, owner).map_err(|e| e.context("writing the recovery settings"))?;
+    }
     Ok(Outcome { plan, stats })
 }
 

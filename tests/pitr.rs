@@ -430,3 +430,95 @@ fn next_segment(name: &str) -> String {
     let n = hi * 4096 + lo + 1;
     format!("{tli}{:08X}{:08X}", n / 4096, n % 4096)
 }
+
+#[test]
+fn tablespaces_are_backed_up_and_restored_to_a_remapped_directory() {
+    let (tmp, archive) = Archive::in_temp_dir();
+    let root = tmp.path();
+    let source_dir = root.join("source");
+    hand_over(&source_dir);
+    let ts = root.join("ts-source");
+    hand_over(&ts);
+    std::fs::set_permissions(&ts, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let source = Cluster::start(
+        &source_dir,
+        &format!(
+            "wal_level = replica\narchive_mode = on\n{}",
+            archive.push_command()
+        ),
+    );
+    source.psql(&format!(
+        "create tablespace outside location '{}'",
+        ts.display()
+    ));
+    source.psql(
+        "create table far(id int, pad text) tablespace outside;
+         insert into far select g, repeat('x', 100) from generate_series(1, 5000) g",
+    );
+    let oid = source.psql("select oid from pg_tablespace where spcname = 'outside'");
+    let backup = ok(&archive.base_backup(&source, "full"), "backup");
+    source.psql("insert into far select g, 'after' from generate_series(5001, 6000) g");
+    let expected = source.psql("select count(*) || ':' || sum(id) from far");
+    archive_current(&source);
+    source.stop();
+
+    let dir = root.join("restored");
+    hand_over(&dir);
+    let data = dir.join("pgdata");
+    let moved = root.join("ts-restored");
+    let map = format!("{oid}={}", moved.display());
+    let out = ok(
+        &archive.walden(&[
+            "--json",
+            "restore",
+            backup["id"].as_str().unwrap(),
+            "--to",
+            data.to_str().unwrap(),
+            "--tablespace-map",
+            &map,
+        ]),
+        "restore",
+    );
+    assert_eq!(
+        out["plan"]["tablespaces"][0][0]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        oid
+    );
+    let link = data.join("pg_tblspc").join(&oid);
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        moved,
+        "the link points at the new place"
+    );
+    assert!(
+        std::fs::read_dir(&moved).unwrap().next().is_some(),
+        "the tablespace's files are in the new place"
+    );
+    let map_file = std::fs::read_to_string(data.join("tablespace_map")).unwrap();
+    assert_eq!(map_file.trim(), format!("{oid} {}", moved.display()));
+    let o = archive.walden(&[
+        "restore",
+        backup["id"].as_str().unwrap(),
+        "--to",
+        root.join("other").to_str().unwrap(),
+        "--tablespace-map",
+        "99999=/tmp/nowhere",
+    ]);
+    refused(&o, 2, "no tablespace 99999");
+    let restored = Cluster::launch(&dir, data, "archive_mode = off");
+    wait_for("recovery", &restored, || {
+        restored.psql("select pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(
+        restored.psql("select count(*) || ':' || sum(id) from far"),
+        expected
+    );
+    assert_eq!(
+        restored.psql(
+            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'outside'"
+        ),
+        moved.display().to_string()
+    );
+}

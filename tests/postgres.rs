@@ -417,3 +417,217 @@ fn base_backup_refuses_a_foreign_data_directory_and_times_out_without_archiving(
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 0, "no snapshot is written");
 }
+
+/// `walden --config … ARGS` as the server's user, to be spawned.
+fn walden_command(archive: &Archive, args: &[&str]) -> std::process::Command {
+    let mut c = common::pg::as_server_user(env!("CARGO_BIN_EXE_walden"));
+    c.current_dir("/")
+        .env_remove("WALDEN_REPO")
+        .env_remove("WALDEN_PASSWORD")
+        .env_remove("WALDEN_CACHE_DIR")
+        .arg("--config")
+        .arg(&archive.config)
+        .args(args);
+    c
+}
+
+fn snapshot_count(archive: &Archive) -> usize {
+    let o = archive.walden(&["--json", "snapshots"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn pg_basebackup_tar_stream_is_stored_restored_byte_for_byte_and_starts_without_the_archive() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let (tmp, archive) = Archive::in_temp_dir();
+    let root = tmp.path();
+    let dir = root.join("cluster");
+    hand_over(&dir);
+    // Nothing is archived: the tar carries the WAL the backup needs.
+    let cluster = Cluster::start(&dir, "wal_level = replica");
+    cluster
+        .psql("create table kept as select g, md5(g::text) as v from generate_series(1, 20000) g");
+    let state =
+        "select count(*) || ':' || sum(g) || ':' || md5(string_agg(v, ',' order by g)) from kept";
+    let expected = cluster.psql(state);
+
+    // pg_basebackup … | tee stream.tar | walden backup --from-tar -
+    let stream = root.join("stream.tar");
+    let port = cluster.port.to_string();
+    let mut pg_basebackup = Command::new(Path::new(common::pg::PGBIN).join("pg_basebackup"))
+        .args([
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "fetch",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ])
+        .args(["-U", "postgres"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut walden = walden_command(&archive, &["--json", "backup", "--from-tar", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut from = pg_basebackup.stdout.take().unwrap();
+        let mut to = walden.stdin.take().unwrap();
+        let mut copy = std::fs::File::create(&stream).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = from.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            copy.write_all(&buf[..n]).unwrap();
+            to.write_all(&buf[..n]).unwrap();
+        }
+    }
+    let bb = pg_basebackup.wait_with_output().unwrap();
+    assert!(
+        bb.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&bb.stderr)
+    );
+    let o = walden.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "backup --from-tar: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let snap: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Written after the backup: not in what is restored.
+    cluster.psql("insert into kept select g, 'later' from generate_series(20001, 30000) g");
+
+    let pg = &snap["postgres"];
+    assert_eq!(snap["paths"], serde_json::json!(["tar:-"]));
+    assert_eq!(pg["wal_included"], true);
+    assert_eq!(pg["backup_type"], "full");
+    assert_eq!(pg["version_num"], 150000);
+    assert_eq!(pg["wal_segment_size"], 1 << 20);
+    assert_eq!(pg["timeline"], 1);
+    assert_eq!(
+        pg["system_identifier"].as_str().unwrap(),
+        cluster.psql("select system_identifier from pg_control_system()"),
+        "the system identifier is pg_control's"
+    );
+    let lsn = |s: &serde_json::Value| {
+        let (hi, lo) = s.as_str().unwrap().split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    assert!(lsn(&pg["start_lsn"]) < lsn(&pg["stop_lsn"]), "{pg}");
+    assert!(
+        lsn(&pg["stop_lsn"])
+            <= lsn(&serde_json::json!(
+                cluster.psql("select pg_current_wal_lsn()")
+            ))
+    );
+    assert_eq!(
+        pg["start_wal"].as_str().unwrap(),
+        cluster.psql(&format!(
+            "select pg_walfile_name('{}')",
+            pg["start_lsn"].as_str().unwrap()
+        ))
+    );
+    let id = snap["id"].as_str().unwrap().to_string();
+
+    // Refused, with no snapshot: a cut stream, a stream cut just before
+    // its end-of-archive marker, and a tar that is not a base backup.
+    let bytes = std::fs::read(&stream).unwrap();
+    assert!(bytes[bytes.len() - 1024..].iter().all(|b| *b == 0));
+    for (name, len) in [("half", bytes.len() / 2), ("no-end", bytes.len() - 1024)] {
+        let cut = root.join(format!("{name}.tar"));
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let o = archive.walden(&["backup", "--from-tar", cut.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("truncated"), "{name}: {stderr}");
+    }
+    let other = root.join("other");
+    std::fs::create_dir_all(other.join("base")).unwrap();
+    std::fs::write(other.join("PG_VERSION"), "15\n").unwrap();
+    let other_tar = root.join("other.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&other_tar)
+        .arg("-C")
+        .arg(&other)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = walden_command(&archive, &["backup", "--from-tar", "-"])
+        .stdin(std::fs::File::open(&other_tar).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has no backup_label"), "{stderr}");
+    assert_eq!(
+        snapshot_count(&archive),
+        1,
+        "refused streams leave no snapshot"
+    );
+
+    // Restored, the files equal `tar -x` of the same stream, and there are
+    // no recovery settings: the backup needs nothing from the archive.
+    let restored = root.join("restored");
+    hand_over(&restored);
+    let data = restored.join("pgdata");
+    let o = archive.walden(&["restore", &id, "--to", data.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!data.join("recovery.signal").exists());
+    let extracted = root.join("extracted");
+    hand_over(&extracted);
+    // (`pg_control` comes last in the stream: without delaying, extracting
+    // it would leave `global`'s mtime at the time of extraction.)
+    let o = common::pg::as_server_user("tar")
+        .arg("--delay-directory-restore")
+        .arg("-xpf")
+        .arg(&stream)
+        .arg("-C")
+        .arg(&extracted)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tar -x: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    common::tree::assert_same_tree(&extracted, &data);
+    assert!(
+        data.join("pg_wal")
+            .join(pg["stop_wal"].as_str().unwrap())
+            .exists()
+    );
+
+    // PostgreSQL starts on it with no restore_command, replays the
+    // backup's own WAL and opens with the tables as they were.
+    cluster.stop();
+    let started = Cluster::launch(&restored, data, "");
+    assert_eq!(started.psql("select pg_is_in_recovery()"), "f");
+    assert_eq!(started.psql(state), expected, "{}", started.log());
+    assert!(
+        started.log().contains("consistent recovery state reached"),
+        "{}",
+        started.log()
+    );
+}

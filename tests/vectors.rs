@@ -580,6 +580,7 @@ fn generate() -> Value {
             stop_time: "2024-05-01T12:00:00.250000000Z".into(),
             backup_type: "full".into(),
             wal_segment_size: 16 << 20,
+            wal_included: false,
         }),
     };
     let snapshot_json = snapshot.encode();

@@ -63,14 +63,19 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         kdf_iterations: u32,
     },
-    /// Back up a directory, or with --pgdata a running PostgreSQL cluster
+    /// Back up a directory, with --pgdata a running PostgreSQL cluster, or
+    /// with --from-tar a pg_basebackup tar stream
     Backup {
-        /// Directory to back up (not with --pgdata)
-        #[arg(required_unless_present = "pgdata", conflicts_with = "pgdata")]
+        /// Directory to back up (not with --pgdata or --from-tar)
+        #[arg(required_unless_present_any = ["pgdata", "from_tar"], conflicts_with = "pgdata")]
         path: Option<PathBuf>,
         /// Online base backup of the running cluster whose data directory this is
         #[arg(long)]
         pgdata: Option<PathBuf>,
+        /// Store the base backup `pg_basebackup -D - -Ft -X fetch` wrote to FILE,
+        /// or to standard input with `-`
+        #[arg(long, value_name = "FILE|-", conflicts_with_all = ["path", "pgdata", "parent", "no_parent"])]
+        from_tar: Option<PathBuf>,
         #[command(flatten)]
         pg: PgArgs,
         /// full, or incremental (the default: unchanged files are not read again)
@@ -470,13 +475,29 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Backup {
+            from_tar: Some(file),
+            tags,
+            ..
+        } => {
+            let repo = Arc::new(open(&s).await?);
+            let source = if file.as_os_str() == "-" {
+                walden::tarbackup::TarSource::Stdin
+            } else {
+                walden::tarbackup::TarSource::File(file)
+            };
+            let opts = walden::tarbackup::TarBackupOptions { source, tags };
+            let (id, snap) = walden::tarbackup::run(repo, opts).await?;
+            print_backup(&s, &id, &snap);
+        }
+        Command::Backup {
             path,
             tags,
             no_parent,
             parent,
             ..
         } => {
-            let path = path.ok_or_else(|| Error::invalid("backup needs a PATH or --pgdata"))?;
+            let path =
+                path.ok_or_else(|| Error::invalid("backup needs a PATH, --pgdata or --from-tar"))?;
             let repo = Arc::new(open(&s).await?);
             let parent = match (no_parent, parent) {
                 (true, _) => Parent::None,

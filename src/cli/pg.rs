@@ -280,11 +280,26 @@ pub async fn restore(s: &Settings, repo: Arc<Repo>, req: Request) -> Result<i32>
             }
         );
         println!(
-            "WAL {} through {} is in the repository; timeline {}",
-            p.wal_from, p.wal_through, p.timeline
+            "WAL {} through {} is in {}; timeline {}",
+            p.wal_from,
+            p.wal_through,
+            if p.self_contained {
+                "the backup's own pg_wal"
+            } else {
+                "the repository"
+            },
+            p.timeline
         );
         for (oid, dir) in &p.tablespaces {
             println!("tablespace {oid} restored to {}", dir.display());
+        }
+        if p.self_contained {
+            println!(
+                "wrote no recovery settings: the backup carries its WAL and the repository has none after it; \
+                 start PostgreSQL on {} and it opens at the end of the backup",
+                req.to.display()
+            );
+            return Ok(0);
         }
         println!(
             "wrote {} and the recovery settings in postgresql.auto.conf; start PostgreSQL on {} to replay",

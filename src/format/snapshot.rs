@@ -49,6 +49,11 @@ pub struct PgBackup {
     /// "full" or "incremental".
     pub backup_type: String,
     pub wal_segment_size: u64,
+    /// The WAL from `start_wal` through `stop_wal` is in the snapshot's own
+    /// `pg_wal/` (a backup read from a `pg_basebackup -X fetch` tar), so
+    /// the backup is consistent without the archive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wal_included: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,10 +1,15 @@
 //! PostgreSQL knowledge that needs no I/O: WAL file names, LSNs, timelines,
-//! segment numbers, base backup exclusions, pages and recovery settings. Kept
-//! version-independent: nothing here depends on the server version (the WAL
-//! segment size is a parameter, never assumed).
+//! segment numbers, base backup exclusions, pages, recovery settings, and the
+//! files a base backup carries (`backup_label`, `backup_manifest`, the
+//! control file's system identifier). Kept version-independent: nothing here
+//! depends on the server version (the WAL segment size is a parameter, never
+//! assumed).
 
+pub mod backup_label;
+pub mod control;
 pub mod exclude;
 pub mod lsn;
+pub mod manifest;
 pub mod page;
 pub mod recovery;
 pub mod timeline;
