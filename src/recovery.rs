@@ -95,8 +95,13 @@ fn describe(t: &Target) -> String {
     }
 }
 
-/// The timeline replay follows, checked against what the archive holds.
-fn target_timeline(req: &Request, archive: &Archive, backups: &[(Id, Snapshot)]) -> Result<u32> {
+/// The timeline replay follows, checked against what the archive holds;
+/// `None` for `current`, which depends on the backup chosen.
+fn target_timeline(
+    req: &Request,
+    archive: &Archive,
+    backups: &[(Id, Snapshot)],
+) -> Result<Option<u32>> {
     let mut known = archive.timelines();
     known.extend(
         backups
@@ -114,7 +119,7 @@ fn target_timeline(req: &Request, archive: &Archive, backups: &[(Id, Snapshot)])
             .join(", ")
     };
     match req.timeline {
-        TimelineTarget::Id(n) if known.contains(&n) => Ok(n),
+        TimelineTarget::Id(n) if known.contains(&n) => Ok(Some(n)),
         TimelineTarget::Id(n) => Err(Error::invalid(format!(
             "timeline {n} does not exist in this repository; it holds timelines {}",
             list()
@@ -122,9 +127,9 @@ fn target_timeline(req: &Request, archive: &Archive, backups: &[(Id, Snapshot)])
         TimelineTarget::Latest => known
             .last()
             .copied()
+            .map(Some)
             .ok_or_else(|| Error::not_found("the repository holds no WAL and no backups")),
-        // Decided once the backup is chosen.
-        TimelineTarget::Current => Ok(0),
+        TimelineTarget::Current => Ok(None),
     }
 }
 
@@ -221,20 +226,22 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
         .filter(|(_, s)| pg_of(s).is_some_and(|b| b.system_identifier == sysid))
         .collect();
     let archive = archive::load(repo).await?;
-    let mut tli = target_timeline(req, &archive, &backups)?;
-    if tli == 0 {
+    let tli = match target_timeline(req, &archive, &backups)? {
+        Some(t) => t,
         // `current`: the chosen backup's timeline; without a named backup,
         // the newest backup's.
-        let (_, s) = explicit
-            .as_ref()
-            .or_else(|| {
-                backups
-                    .iter()
-                    .max_by_key(|(_, s)| pg_of(s).map(|b| stop_lsn(b).unwrap_or_default()))
-            })
-            .expect("not empty");
-        tli = pg_of(s).expect("a backup").timeline;
-    }
+        None => {
+            let (_, s) = explicit
+                .as_ref()
+                .or_else(|| {
+                    backups
+                        .iter()
+                        .max_by_key(|(_, s)| pg_of(s).map(|b| stop_lsn(b).unwrap_or_default()))
+                })
+                .expect("not empty");
+            pg_of(s).expect("a backup").timeline
+        }
+    };
     let path = archive.history(tli)?;
     let points = match &req.target {
         Some(Target::Name(_)) => archive::points(repo).await?,
@@ -527,17 +534,12 @@ fn write_file(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<()
         .map_err(|e| Error::io(tmp.display(), e))?;
     f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
     if let Some((uid, gid)) = owner
-        && is_root()
+        && restore::is_root()
     {
         std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
             .map_err(|e| Error::io(tmp.display(), e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Empties what a failed restore wrote into directories that were empty.

@@ -99,7 +99,8 @@ fn os_path(base: &Path, name: &[u8]) -> Result<PathBuf> {
     Ok(base.join(std::ffi::OsStr::from_bytes(name)))
 }
 
-fn is_root() -> bool {
+/// Whether this process may set owners.
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

@@ -287,6 +287,28 @@ fn forget_before(spool: &Path, name: &str) {
     }
 }
 
+/// Whether a prefetch of `count` segments after segment `name` (of
+/// `seg_size` bytes, the size just fetched) is worth starting: not when
+/// `name` is not a segment, nor while the spool still holds the segment
+/// halfway through that window (a prefetch ran recently and replay has not
+/// caught up). Keeps replay from starting a process per segment.
+pub fn prefetch_wanted(name: &str, seg_size: u64, count: u64, spool: &Path) -> bool {
+    let Ok(parsed) = WalName::parse(name) else {
+        return false;
+    };
+    if count == 0
+        || parsed.kind != crate::pg::walname::WalKind::Segment
+        || !crate::pg::lsn::valid_segment_size(seg_size)
+    {
+        return false;
+    }
+    let Ok(segno) = crate::pg::lsn::segment_number(name, seg_size) else {
+        return false;
+    };
+    let ahead = crate::pg::lsn::segment_name(parsed.timeline, segno + count.div_ceil(2), seg_size);
+    !spool.join(ahead).exists()
+}
+
 /// Fetches up to `count` segments following `after` on its timeline into
 /// `spool`, a few at a time, stopping at the first that is not archived.
 /// Only one prefetch runs per spool at a time (a lock file); a second one
@@ -366,4 +388,32 @@ async fn write_file(repo: &Repo, name: &WalName, rec: &WalRecord, dest: &Path) -
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_starts_only_when_the_spool_runs_low() {
+        let spool = tempfile::tempdir().unwrap();
+        let mb = 1 << 20;
+        let seg = "000000010000000000000010";
+        assert!(prefetch_wanted(seg, mb, 8, spool.path()));
+        assert!(!prefetch_wanted(seg, mb, 0, spool.path()), "turned off");
+        assert!(!prefetch_wanted("00000002.history", 41, 8, spool.path()));
+        assert!(
+            !prefetch_wanted(seg, 12345, 8, spool.path()),
+            "not a segment size"
+        );
+        // Segment 0x14 (four ahead of 0x10) is spooled: enough is ahead.
+        std::fs::write(spool.path().join("000000010000000000000014"), b"x").unwrap();
+        assert!(!prefetch_wanted(seg, mb, 8, spool.path()));
+        assert!(prefetch_wanted(
+            "000000010000000000000011",
+            mb,
+            8,
+            spool.path()
+        ));
+    }
 }

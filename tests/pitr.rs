@@ -507,6 +507,98 @@ fn tablespaces_are_backed_up_and_restored_to_a_remapped_directory() {
         "99999=/tmp/nowhere",
     ]);
     refused(&o, 2, "no tablespace 99999");
+
+    // A standby: standby.signal instead of recovery.signal.
+    let standby = root.join("standby");
+    let standby_map = format!("{oid}={}", root.join("ts-standby").display());
+    let id = backup["id"].as_str().unwrap();
+    let sdata = standby.join("pgdata");
+    ok(
+        &archive.walden(&[
+            "restore",
+            id,
+            "--to",
+            sdata.to_str().unwrap(),
+            "--tablespace-map",
+            &standby_map,
+            "--standby",
+            "--target",
+            "immediate",
+        ]),
+        "standby restore",
+    );
+    assert!(sdata.join("standby.signal").exists());
+    assert!(!sdata.join("recovery.signal").exists());
+    let auto = std::fs::read_to_string(sdata.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("recovery_target = 'immediate'"), "{auto}");
+    // A data directory with a postmaster.pid may have a server on it.
+    std::fs::write(sdata.join("postmaster.pid"), b"12345\n").unwrap();
+    let o = archive.walden(&[
+        "restore",
+        id,
+        "--to",
+        sdata.to_str().unwrap(),
+        "--tablespace-map",
+        &standby_map,
+        "--delta",
+    ]);
+    refused(&o, 6, "postmaster.pid");
+    // The password only in the environment cannot become a restore_command.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_walden"))
+        .env_remove("WALDEN_CONFIG")
+        .env_remove("WALDEN_PASSWORD_FILE")
+        .env("WALDEN_REPO", archive.dir.join("repo"))
+        .env("WALDEN_PASSWORD", "archive password")
+        .env("WALDEN_CACHE_DIR", root.join("env-cache"))
+        .args([
+            "restore",
+            id,
+            "--to",
+            root.join("env-only").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    refused(&o, 2, "password in a file");
+    assert!(!root.join("env-only").exists(), "nothing was written");
+    // As root, --owner decides who owns what is restored.
+    if common::pg::is_root() {
+        let odata = root.join("owned");
+        let omap = format!("{oid}={}", root.join("ts-owned").display());
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_walden"))
+            .arg("--config")
+            .arg(&archive.config)
+            .args([
+                "restore",
+                id,
+                "--to",
+                odata.to_str().unwrap(),
+                "--tablespace-map",
+                &omap,
+                "--owner",
+                "4242:4343",
+                "--target",
+                "immediate",
+            ])
+            .output()
+            .unwrap();
+        ok(&o, "restore --owner");
+        for f in [
+            "PG_VERSION",
+            "postgresql.auto.conf",
+            "recovery.signal",
+            "base",
+        ] {
+            let md = std::fs::symlink_metadata(odata.join(f)).unwrap();
+            assert_eq!(
+                (
+                    std::os::unix::fs::MetadataExt::uid(&md),
+                    std::os::unix::fs::MetadataExt::gid(&md)
+                ),
+                (4242, 4343),
+                "{f}"
+            );
+        }
+    }
     let restored = Cluster::launch(&dir, data, "archive_mode = off");
     wait_for("recovery", &restored, || {
         restored.psql("select pg_is_in_recovery()") == "f"

@@ -679,7 +679,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let spool = walden::repo::spool_path(&s.cache_dir, &repo.id());
             match walden::wal::fetch_spooled(&repo, &name, &dest, &spool).await {
                 Ok((size, spooled)) => {
-                    if prefetch > 0 && name.len() == 24 {
+                    if walden::wal::prefetch_wanted(&name, size, prefetch, &spool) {
                         start_prefetch(&cli.global, &name, prefetch);
                     }
                     if s.json {
