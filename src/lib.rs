@@ -2,13 +2,19 @@
 //! compressed, encrypted repository. The library holds every layer; the
 //! binary (`main.rs`, `cli/`) only parses arguments and prints.
 //!
-//! Layers, lowest first; each depends only on those above it in this list:
-//! - pure, no I/O: [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`]
-//! - adapters: [`store`] (OpenDAL), [`catalog`] (SQLite), [`cluster`] (a live
-//!   PostgreSQL server)
-//! - repository: [`repo`]
-//! - use cases: [`backup`], [`basebackup`], [`tarbackup`], [`wal`],
-//!   [`archive`], [`restore`], [`recovery`], [`verify`]
+//! The layers, lowest first. A module imports only from its own layer or
+//! the layers above it in this list, never from one below.
+//!
+//! | layer | modules | knows nothing of |
+//! |---|---|---|
+//! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`] | files, the network, tokio |
+//! | adapters | [`store`] (OpenDAL and the local disk), [`catalog`] (SQLite), [`atomic_file`] | what objects mean, PostgreSQL |
+//! | repository | [`repo`]: open, keys, sealed objects, the write session, locks, the live set | the command line, PostgreSQL |
+//! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify) | PostgreSQL |
+//! | PostgreSQL use cases | [`postgres`]: the server, base backups, tar ingest, the WAL archive, recovery, info | argument parsing |
+//!
+//! The binary sits on top: `main.rs` maps error kinds to exit codes and
+//! `cli/` has one file per command.
 
 pub mod chunk;
 pub mod error;
@@ -18,17 +24,11 @@ pub mod pg;
 pub mod seal;
 
 pub mod catalog;
-pub mod cluster;
 pub mod store;
 
 pub mod repo;
 
-pub mod archive;
-pub mod backup;
-pub mod basebackup;
-pub mod coverage;
-pub mod recovery;
-pub mod restore;
-pub mod tarbackup;
-pub mod verify;
-pub mod wal;
+pub mod maintenance;
+pub mod snapshot;
+
+pub mod postgres;

@@ -10,13 +10,13 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::json;
 
-use walden::backup::{self, BackupOptions, Parent};
 use walden::error::{Error, Result};
 use walden::id::Id;
+use walden::maintenance::verify;
 use walden::repo::{KdfCost, Repo, lock};
-use walden::restore::{self, RestoreOptions};
+use walden::snapshot::backup::{self, BackupOptions, Parent};
+use walden::snapshot::restore::{self, RestoreOptions};
 use walden::store::Store;
-use walden::verify;
 
 mod pg;
 
@@ -182,8 +182,8 @@ struct PgArgs {
 }
 
 impl PgArgs {
-    fn connect(self) -> walden::cluster::ConnectOptions {
-        walden::cluster::ConnectOptions {
+    fn connect(self) -> walden::postgres::cluster::ConnectOptions {
+        walden::postgres::cluster::ConnectOptions {
             host: self.pg_host,
             port: self.pg_port,
             user: self.pg_user,
@@ -454,14 +454,14 @@ async fn run(cli: Cli) -> Result<i32> {
             ..
         } => {
             let repo = Arc::new(open(&s).await?);
-            let opts = walden::basebackup::PgBackupOptions {
+            let opts = walden::postgres::base_backup::PgBackupOptions {
                 pgdata,
                 connect: pg.connect(),
                 full: backup_type == "full",
                 archive_timeout: std::time::Duration::from_secs(archive_timeout),
                 tags,
             };
-            let (id, snap) = walden::basebackup::run(repo, opts).await?;
+            let (id, snap) = walden::postgres::base_backup::run(repo, opts).await?;
             print_backup(&s, &id, &snap);
             let failures = &snap.summary.checksum_failures;
             if !failures.is_empty() {
@@ -481,12 +481,12 @@ async fn run(cli: Cli) -> Result<i32> {
         } => {
             let repo = Arc::new(open(&s).await?);
             let source = if file.as_os_str() == "-" {
-                walden::tarbackup::TarSource::Stdin
+                walden::postgres::tar_ingest::TarSource::Stdin
             } else {
-                walden::tarbackup::TarSource::File(file)
+                walden::postgres::tar_ingest::TarSource::File(file)
             };
-            let opts = walden::tarbackup::TarBackupOptions { source, tags };
-            let (id, snap) = walden::tarbackup::run(repo, opts).await?;
+            let opts = walden::postgres::tar_ingest::TarBackupOptions { source, tags };
+            let (id, snap) = walden::postgres::tar_ingest::run(repo, opts).await?;
             print_backup(&s, &id, &snap);
         }
         Command::Backup {
@@ -658,7 +658,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::WalPush { path } => {
             let store = Store::open(&s.repo)?;
             let repo = Arc::new(Repo::open_unsynced(store, &password(&s)?, &s.cache_dir).await?);
-            let outcome = walden::wal::push(repo, &path).await?;
+            let outcome = walden::postgres::wal::push(repo, &path).await?;
             if s.json {
                 print_json(&serde_json::to_value(&outcome).expect("serializes"));
             }
@@ -677,9 +677,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             })?;
             let spool = walden::repo::spool_path(&s.cache_dir, &repo.id());
-            match walden::wal::fetch_spooled(&repo, &name, &dest, &spool).await {
+            match walden::postgres::wal::fetch_spooled(&repo, &name, &dest, &spool).await {
                 Ok((size, spooled)) => {
-                    if walden::wal::prefetch_wanted(&name, size, prefetch, &spool) {
+                    if walden::postgres::wal::prefetch_wanted(&name, size, prefetch, &spool) {
                         start_prefetch(&cli.global, &name, prefetch);
                     }
                     if s.json {
@@ -696,7 +696,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::WalPrefetch { after, count } => {
             let repo = open(&s).await?;
             let spool = walden::repo::spool_path(&s.cache_dir, &repo.id());
-            let n = walden::wal::prefetch(&repo, &after, count, &spool).await?;
+            let n = walden::postgres::wal::prefetch(&repo, &after, count, &spool).await?;
             tracing::info!("prefetched {n} segment(s) after {after}");
         }
         Command::RestorePoint { name, pg } => {

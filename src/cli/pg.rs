@@ -1,5 +1,5 @@
 //! The PostgreSQL side of the command line: the recovery flags of `restore`
-//! and how they become a [`walden::recovery::Request`] (including the
+//! and how they become a [`walden::postgres::recovery::Request`] (including the
 //! `restore_command` the restored server will run), `restore-point`, and
 //! `info`. Parsing and printing only; the work is the library's.
 
@@ -11,8 +11,8 @@ use serde_json::json;
 
 use walden::error::{Error, Result};
 use walden::pg::lsn::Lsn;
-use walden::pg::recovery::{Action, Target, TimelineTarget, parse_time};
-use walden::recovery::{self, Request};
+use walden::pg::recovery_settings::{Action, Target, TimelineTarget, parse_time};
+use walden::postgres::recovery::{self, Request};
 use walden::repo::{Repo, lock};
 
 use super::{Global, Settings, human_bytes, print_json};
@@ -318,12 +318,12 @@ pub async fn restore_point(
     s: &Settings,
     repo: &Repo,
     name: &str,
-    connect: walden::cluster::ConnectOptions,
+    connect: walden::postgres::cluster::ConnectOptions,
 ) -> Result<()> {
     if name.is_empty() || name.len() >= 64 {
         return Err(Error::invalid("a restore point name has 1 to 63 bytes"));
     }
-    let cluster = walden::cluster::Cluster::connect(&connect).await?;
+    let cluster = walden::postgres::cluster::Cluster::connect(&connect).await?;
     let info = cluster.info().await?;
     let (lsn, timeline) = cluster.create_restore_point(name).await?;
     let point = walden::format::point::RestorePoint {
@@ -335,7 +335,7 @@ pub async fn restore_point(
         system_identifier: info.system_identifier,
         host: walden::repo::host_name(),
     };
-    walden::archive::save_point(repo, &point).await?;
+    walden::postgres::wal_archive::save_point(repo, &point).await?;
     if s.json {
         print_json(&serde_json::to_value(&point).expect("serializes"));
     } else {
@@ -348,7 +348,7 @@ pub async fn restore_point(
 }
 
 pub async fn info(s: &Settings, repo: &Repo) -> Result<()> {
-    let c = walden::coverage::report(repo).await?;
+    let c = walden::postgres::info::report(repo).await?;
     if s.json {
         print_json(&serde_json::to_value(&c).expect("serializes"));
         return Ok(());

@@ -116,7 +116,7 @@ impl BackupLabel {
             Some(t) => format!("{t} UTC"),
             None => raw.to_string(),
         };
-        let micros = crate::pg::recovery::parse_time(&raw).ok()?;
+        let micros = crate::pg::recovery_settings::parse_time(&raw).ok()?;
         let micros = u64::try_from(micros).ok()?;
         Some(SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
     }

@@ -11,6 +11,6 @@ pub mod exclude;
 pub mod lsn;
 pub mod manifest;
 pub mod page;
-pub mod recovery;
+pub mod recovery_settings;
 pub mod timeline;
 pub mod walname;

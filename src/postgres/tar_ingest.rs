@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::backup::PAGE_SIZE;
 use crate::error::{Error, Result};
 use crate::format::BlobType;
 use crate::format::snapshot::{PgBackup, Snapshot, Summary};
@@ -37,6 +36,7 @@ use crate::pg::lsn::{Lsn, segment_name, valid_segment_size};
 use crate::pg::manifest::Manifest;
 use crate::repo::session::{Session, SessionHandle};
 use crate::repo::{Repo, host_name, lock, user_name};
+use crate::snapshot::backup::PAGE_SIZE;
 
 /// Where the tar stream comes from.
 #[derive(Debug, Clone)]

@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backup::{self, AfterWalk, BackupOptions, Parent, Progress};
-use crate::cluster::{Cluster, ConnectOptions};
 use crate::error::{Error, Kind, Result};
 use crate::format::snapshot::{PgBackup, Snapshot};
 use crate::id::Id;
 use crate::pg::walname::WalName;
+use crate::postgres::cluster::{Cluster, ConnectOptions};
 use crate::repo::{Repo, host_name};
+use crate::snapshot::backup::{self, AfterWalk, BackupOptions, Parent, Progress};
 
 #[derive(Debug, Clone)]
 pub struct PgBackupOptions {
@@ -52,7 +52,7 @@ async fn wait_for_wal(repo: &Repo, wal: &str, timeout: Duration) -> Result<()> {
     let name = WalName::parse(wal)?;
     let deadline = Instant::now() + timeout;
     loop {
-        match crate::wal::read_record(repo, &name).await {
+        match crate::postgres::wal::read_record(repo, &name).await {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => return Err(e),

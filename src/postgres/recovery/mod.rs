@@ -4,23 +4,23 @@
 //! repository before a byte is written, rebuilding the data directory (and
 //! its tablespaces, where recorded or remapped), and writing the recovery
 //! settings so that starting PostgreSQL replays to the target. Restoring the
-//! files is `restore`'s job; the settings' text is `pg::recovery`'s.
+//! files is `restore`'s job; the settings' text is `pg::recovery_settings`'s.
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::archive::{self, Archive};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{PgBackup, Snapshot};
 use crate::format::tree::NodeKind;
 use crate::id::Id;
 use crate::pg::lsn::Lsn;
-use crate::pg::recovery::{self, Action, Settings, Target, TimelineTarget};
+use crate::pg::recovery_settings::{self as recovery, Action, Settings, Target, TimelineTarget};
 use crate::pg::timeline::History;
 use crate::pg::walname::WalName;
+use crate::postgres::wal_archive::{self as archive, Archive};
 use crate::repo::Repo;
-use crate::restore::{self, RestoreOptions, RestoreStats};
+use crate::snapshot::restore::{self, RestoreOptions, RestoreStats};
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]
@@ -359,7 +359,7 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
             }
             let last_time = match &last_name {
                 Some(n) => Some(
-                    crate::wal::read_record(repo, &WalName::parse(n)?)
+                    crate::postgres::wal::read_record(repo, &WalName::parse(n)?)
                         .await?
                         .time,
                 ),

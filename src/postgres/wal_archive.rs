@@ -57,7 +57,7 @@ pub async fn load(repo: &Repo) -> Result<Archive> {
         if name.kind != WalKind::History || histories.contains_key(&name.timeline) {
             continue;
         }
-        let bytes = crate::wal::read_file(repo, &name).await?;
+        let bytes = crate::postgres::wal::read_file(repo, &name).await?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::corrupt(format!("history file {n} is not text")))?;
         let h = History::parse(name.timeline, &text)?;

@@ -6,11 +6,11 @@
 
 use serde::Serialize;
 
-use crate::archive::{self, Archive};
 use crate::error::Result;
 use crate::id::Id;
 use crate::pg::lsn::{Lsn, segment_name};
 use crate::pg::walname::WalName;
+use crate::postgres::wal_archive::{self as archive, Archive};
 use crate::repo::Repo;
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,7 +200,7 @@ pub async fn report(repo: &Repo) -> Result<Coverage> {
                 }
                 let to_time = match last {
                     Some(last) => match WalName::parse(&Archive::segment_on(&path, last, seg)) {
-                        Ok(n) => crate::wal::read_record(repo, &n)
+                        Ok(n) => crate::postgres::wal::read_record(repo, &n)
                             .await
                             .map(|r| r.time)
                             .unwrap_or_default(),

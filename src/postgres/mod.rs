@@ -1,0 +1,15 @@
+//! The PostgreSQL use cases: talking to a live server ([`cluster`]), online
+//! base backups ([`base_backup`]) and base backups read from a
+//! `pg_basebackup` tar stream ([`tar_ingest`]), archiving and fetching WAL
+//! ([`wal`]), the archive as a whole ([`wal_archive`]), restoring a backup
+//! for recovery to a target ([`recovery`]) and what the repository can bring
+//! back ([`info`]). Pure PostgreSQL knowledge lives in `pg`; generic tree
+//! backup and restore in `snapshot`.
+
+pub mod base_backup;
+pub mod cluster;
+pub mod info;
+pub mod recovery;
+pub mod tar_ingest;
+pub mod wal;
+pub mod wal_archive;
