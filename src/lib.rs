@@ -23,6 +23,7 @@ pub mod id;
 pub mod pg;
 pub mod seal;
 
+pub mod atomic_file;
 pub mod catalog;
 pub mod store;
 

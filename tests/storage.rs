@@ -167,6 +167,16 @@ async fn conformance(store: &Store, other: &Store) {
         "obj/over",
     );
 
+    // A create-only put never replaces what is there: the second one is a
+    // conflict and the first bytes stay.
+    store.put_new("obj/once", b"first".to_vec()).await.unwrap();
+    let e = store
+        .put_new("obj/once", b"second".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::Conflict, "second create-only put: {e}");
+    assert_eq!(store.get("obj/once").await.unwrap(), b"first");
+
     // Delete; deleting what is not there succeeds.
     store.delete("obj/small").await.unwrap();
     assert_eq!(store.size("obj/small").await.unwrap(), None);

@@ -1,0 +1,395 @@
+//! The local filesystem backend, the default. An object is a file under the
+//! repository root; a put writes it in `.tmp/`, flushes it and renames it
+//! into place (hard-links it, for a create-only put, so an existing object
+//! is never replaced), then syncs the directory: a killed process never
+//! leaves a partial object under a real name.
+//!
+//! Ownership and permissions follow the repository root, whoever runs
+//! walden: directories get the root's permission bits (at least `0700`),
+//! files the same without execute bits, and when root runs walden on a
+//! repository owned by another user (the usual `postgres`), everything it
+//! creates is given to that user and group. So `walden backup` run by root
+//! never leaves objects the archiver, running as `postgres`, cannot write
+//! beside.
+//!
+//! Local errors are permanent: a full disk, a read-only filesystem or a
+//! missing permission fail at once, with no retries. Opening a store
+//! creates nothing; only the first put creates the root.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use super::cloud::{missing, taken};
+use super::{Backend, BoxFuture, Listed, PutMode};
+use crate::atomic_file::{AtomicFile, Publish};
+use crate::error::{Error, Result};
+
+const TMP: &str = ".tmp";
+
+#[derive(Debug, Clone)]
+pub struct Local {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    /// Owner and modes for what this process creates, read from the root
+    /// the first time something is written.
+    policy: OnceLock<Policy>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    dir_mode: u32,
+    file_mode: u32,
+    /// (uid, gid) to give new files and directories, when running as root
+    /// on a root owned by someone else.
+    owner: Option<(u32, u32)>,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Policy {
+    fn of_root(md: &std::fs::Metadata) -> Policy {
+        let dir_mode = 0o700 | (md.mode() & 0o077);
+        let owner = (is_root() && md.uid() != 0).then(|| (md.uid(), md.gid()));
+        Policy {
+            dir_mode,
+            file_mode: dir_mode & 0o666,
+            owner,
+        }
+    }
+}
+
+fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
+    Error::io(what, e)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("local storage task: {e}")))?
+}
+
+impl Local {
+    pub fn new(root: PathBuf) -> Local {
+        Local {
+            inner: Arc::new(Inner {
+                root,
+                policy: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Runs `f` on a blocking thread with a handle on this backend.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        blocking(move || f(&inner)).await
+    }
+}
+
+impl Inner {
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty()
+            || name.starts_with('/')
+            || name
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(Error::internal(format!("bad object name {name:?}")));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// The root's policy, creating the root (mode 0700) if it is missing.
+    fn policy(&self) -> Result<Policy> {
+        if let Some(p) = self.policy.get() {
+            return Ok(*p);
+        }
+        let md = match std::fs::metadata(&self.root) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.root)
+                    .map_err(|e| io_err(self.root.display(), e))?;
+                std::fs::metadata(&self.root).map_err(|e| io_err(self.root.display(), e))?
+            }
+            Err(e) => return Err(io_err(self.root.display(), e)),
+        };
+        if !md.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} is not a directory",
+                self.root.display()
+            )));
+        }
+        Ok(*self.policy.get_or_init(|| Policy::of_root(&md)))
+    }
+
+    /// Creates the directories from the root down to `dir`, each with the
+    /// policy's mode and owner.
+    fn make_dirs(&self, dir: &Path, p: &Policy) -> Result<()> {
+        let rel = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let mut at = self.root.clone();
+        for part in rel.components() {
+            at.push(part);
+            match std::fs::DirBuilder::new().mode(p.dir_mode).create(&at) {
+                Ok(()) => {
+                    // The umask may have taken bits away.
+                    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(p.dir_mode))
+                        .map_err(|e| io_err(at.display(), e))?;
+                    if let Some((uid, gid)) = p.owner {
+                        std::os::unix::fs::chown(&at, Some(uid), Some(gid))
+                            .map_err(|e| io_err(at.display(), e))?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(at.display(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn put_blocking(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<()> {
+        let path = self.path(name)?;
+        let p = self.policy()?;
+        let tmp_dir = self.root.join(TMP);
+        self.make_dirs(&tmp_dir, &p)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.make_dirs(&dir, &p)?;
+        let what = || format!("writing {}", path.display());
+        let mut f =
+            AtomicFile::create_in(&tmp_dir, &path, p.file_mode).map_err(|e| io_err(what(), e))?;
+        f.write_all(bytes).map_err(|e| io_err(what(), e))?;
+        if let Some((uid, gid)) = p.owner {
+            std::os::unix::fs::chown(f.tmp_path(), Some(uid), Some(gid))
+                .map_err(|e| io_err(what(), e))?;
+        }
+        let how = match mode {
+            PutMode::Replace => Publish::Replace,
+            PutMode::CreateOnly => Publish::CreateNew,
+        };
+        match f.commit(how) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(taken(name)),
+            Err(e) => Err(io_err(what(), e)),
+        }
+    }
+
+    fn get_blocking(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(name)?;
+        match std::fs::read(&path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing(name)),
+            Err(e) => Err(io_err(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn get_range_blocking(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path(name)?;
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(name)),
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+        };
+        let mut buf = vec![0u8; len as usize];
+        match f.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::corrupt(format!(
+                "{name} is shorter than expected (range {offset}+{len})"
+            ))),
+            Err(e) => Err(io_err(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn size_blocking(&self, name: &str) -> Result<Option<u64>> {
+        let path = self.path(name)?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(format!("checking {}", path.display()), e)),
+        }
+    }
+
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let rel = prefix.trim_end_matches('/');
+        let start = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(rel)?
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, rel.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(format!("listing {}", dir.display()), e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err(format!("listing {}", dir.display()), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if rel.is_empty() && name == TMP {
+                    continue;
+                }
+                let full = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let md = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(entry.path().display(), e)),
+                };
+                if md.is_dir() {
+                    stack.push((entry.path(), full));
+                } else if md.is_file() {
+                    out.push(Listed {
+                        name: full,
+                        size: md.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete_blocking(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(format!("deleting {}", path.display()), e)),
+        }
+    }
+}
+
+impl Backend for Local {
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> BoxFuture<'a, Result<()>> {
+        let name = name.to_string();
+        Box::pin(self.run(move |me| me.put_blocking(&name, &bytes, mode)))
+    }
+
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
+        let name = name.to_string();
+        Box::pin(self.run(move |me| me.get_blocking(&name)))
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>>> {
+        let name = name.to_string();
+        Box::pin(self.run(move |me| me.get_range_blocking(&name, offset, len)))
+    }
+
+    fn size<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        let name = name.to_string();
+        Box::pin(self.run(move |me| me.size_blocking(&name)))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Listed>>> {
+        let prefix = prefix.to_string();
+        Box::pin(self.run(move |me| me.list_blocking(&prefix)))
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        let name = name.to_string();
+        Box::pin(self.run(move |me| me.delete_blocking(&name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+
+    #[tokio::test]
+    async fn objects_round_trip_and_create_only_refuses_a_second_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let s = Local::new(root.clone());
+        assert!(s.list("data/").await.unwrap().is_empty());
+        assert!(!root.exists(), "reading creates nothing");
+        s.put("data/ab/x", b"hello".to_vec(), PutMode::Replace)
+            .await
+            .unwrap();
+        assert_eq!(s.get("data/ab/x").await.unwrap(), b"hello");
+        assert_eq!(s.get_range("data/ab/x", 1, 3).await.unwrap(), b"ell");
+        assert_eq!(
+            s.get_range("data/ab/x", 3, 5).await.unwrap_err().kind(),
+            Kind::Corrupt
+        );
+        assert_eq!(s.size("data/ab/x").await.unwrap(), Some(5));
+        s.put("wal/a", b"one".to_vec(), PutMode::CreateOnly)
+            .await
+            .unwrap();
+        let e = s
+            .put("wal/a", b"two".to_vec(), PutMode::CreateOnly)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        assert_eq!(s.get("wal/a").await.unwrap(), b"one");
+        let names: Vec<String> = s
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, ["data/ab/x", "wal/a"]);
+        assert_eq!(
+            std::fs::read_dir(root.join(TMP)).unwrap().count(),
+            0,
+            "no temporary file is left"
+        );
+        s.delete("wal/a").await.unwrap();
+        s.delete("wal/a").await.unwrap();
+        assert_eq!(s.get("wal/a").await.unwrap_err().kind(), Kind::NotFound);
+        assert!(s.put("../x", vec![], PutMode::Replace).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn modes_follow_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let s = Local::new(root.clone());
+        s.put("keys/k", b"x".to_vec(), PutMode::Replace)
+            .await
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&root.join("keys")), 0o750);
+        assert_eq!(mode(&root.join("keys/k")), 0o640);
+        let d2 = tempfile::tempdir().unwrap();
+        let root2 = d2.path().join("new");
+        let s2 = Local::new(root2.clone());
+        s2.put("keys/k", b"x".to_vec(), PutMode::Replace)
+            .await
+            .unwrap();
+        assert_eq!(mode(&root2), 0o700);
+        assert_eq!(mode(&root2.join("keys/k")), 0o600);
+    }
+}
