@@ -49,6 +49,10 @@ impl Kind {
 pub struct Error {
     kind: Kind,
     message: String,
+    /// The one "not found" PostgreSQL may see as exit 1 from
+    /// `restore_command`: the WAL file was never archived. Every other
+    /// missing thing (a local file, a pack a record names) is not this.
+    not_archived: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -59,8 +63,23 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            not_archived: false,
             source: None,
         }
+    }
+
+    /// A WAL file that is not in the repository (`NotFound`).
+    pub fn not_archived(message: impl Into<String>) -> Self {
+        Error {
+            not_archived: true,
+            ..Self::new(Kind::NotFound, message)
+        }
+    }
+
+    /// Whether this is [`Error::not_archived`]: the only failure
+    /// `wal-fetch` may report to PostgreSQL as "not there".
+    pub fn is_not_archived(&self) -> bool {
+        self.not_archived
     }
 
     pub fn with_source(
@@ -71,6 +90,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            not_archived: false,
             source: Some(Box::new(source)),
         }
     }
@@ -112,13 +132,19 @@ impl Error {
     }
 
     /// A local filesystem error about `path`. A full disk or missing
-    /// permission is "unavailable"; a missing file is "not found".
+    /// permission is "unavailable"; a missing file is "not found" (but
+    /// never [`Error::not_archived`]).
     pub fn io(path: impl fmt::Display, err: std::io::Error) -> Self {
         let kind = match err.kind() {
             std::io::ErrorKind::NotFound => Kind::NotFound,
             _ => Kind::Unavailable,
         };
-        Error::with_source(kind, format!("{path}: {err}"), err)
+        let what = match err.raw_os_error() {
+            Some(libc::ENOSPC) => "no space left on the device".to_string(),
+            Some(libc::EROFS) => "the filesystem is read-only".to_string(),
+            _ => err.to_string(),
+        };
+        Error::with_source(kind, format!("{path}: {what}"), err)
     }
 }
 

@@ -21,14 +21,17 @@ fn exit_code(kind: Kind) -> i32 {
 }
 
 fn main() {
+    // PostgreSQL ends recovery at the first restore_command exit from 1 to
+    // 125, taking it for the end of the archive, but aborts it above 125:
+    // every wal-fetch failure except "not archived" (exit 1) must abort,
+    // a panic included.
+    let wal_fetch = cli::is_wal_fetch();
+    cli::install_panic_hook(wal_fetch, exit_code(Kind::Internal));
     let outcome = cli::main();
     let code = match outcome.result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("walden: error: {e}");
-            // PostgreSQL ends recovery on any restore_command exit of 1 to
-            // 125 ("not there") but aborts it above 125. A wal-fetch that
-            // failed for any reason but absence must abort, not promote early.
             if outcome.wal_fetch {
                 200 + exit_code(e.kind())
             } else {

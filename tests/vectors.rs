@@ -567,6 +567,7 @@ fn generate() -> Value {
             new_packs: 1,
             duration_secs: 0.25,
             checksum_failures: vec!["base/16384/16385 block 7".into()],
+            skipped: vec![],
         },
         postgres: Some(PgBackup {
             system_identifier: "7354920114326491234".into(),

@@ -17,7 +17,7 @@ use crate::format::index::Index;
 use crate::id::Id;
 
 /// Bumped when the schema changes; an older catalog is dropped and rebuilt.
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 
 /// Where one blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,31 @@ pub struct Catalog {
     conn: Mutex<Connection>,
 }
 
+enum OpenError {
+    Damaged(String),
+    Unwritable(String),
+}
+
+impl OpenError {
+    fn into_error(self, path: &Path) -> Error {
+        match self {
+            OpenError::Damaged(e) | OpenError::Unwritable(e) => {
+                Error::unavailable(format!("catalog {}: {e}", path.display()))
+            }
+        }
+    }
+}
+
+enum InitError {
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for InitError {
+    fn from(e: rusqlite::Error) -> Self {
+        InitError::Sqlite(e)
+    }
+}
+
 fn db(e: rusqlite::Error) -> Error {
     Error::unavailable(format!("local catalog: {e}"))
 }
@@ -51,46 +76,110 @@ fn id_col(b: Vec<u8>) -> rusqlite::Result<Id> {
     })
 }
 
+/// Whether a SQLite error says the file is not a usable database.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Creates `dir` and its missing parents with mode 0700: the catalog holds
+/// decrypted metadata (file names, sizes, ids).
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 impl Catalog {
-    /// Opens (creating if needed) the catalog file at `path`.
+    /// Opens (creating if needed) the catalog file at `path`. The catalog
+    /// is a cache, so it never stops a command: a damaged file is moved
+    /// aside (and named in a warning) and a new one is built, and when the
+    /// cache directory cannot be written a temporary in-memory catalog is
+    /// used, with a warning.
     pub fn open(path: &Path) -> Result<Catalog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        match Self::open_file(path) {
+            Ok(c) => Ok(c),
+            Err(OpenError::Damaged(e)) => {
+                let aside = path.with_extension(format!(
+                    "sqlite.damaged-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ));
+                tracing::warn!(
+                    "the local catalog {} is damaged ({e}); moved it to {} and rebuilding it from the repository",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(path, &aside).map_err(|e| Error::io(path.display(), e))?;
+                for ext in ["-wal", "-shm"] {
+                    let mut side = path.as_os_str().to_owned();
+                    side.push(ext);
+                    let _ = std::fs::remove_file(std::path::PathBuf::from(side));
+                }
+                Self::open_file(path).map_err(|e| e.into_error(path))
+            }
+            Err(OpenError::Unwritable(e)) => {
+                tracing::warn!(
+                    "cannot use the cache at {} ({e}); using a temporary catalog for this run \
+                     (set --cache-dir or WALDEN_CACHE_DIR to a writable directory)",
+                    path.display()
+                );
+                Self::in_memory()
+            }
         }
-        let conn = Connection::open(path)
-            .map_err(|e| Error::unavailable(format!("catalog {}: {e}", path.display())))?;
-        Self::init(conn)
+    }
+
+    fn open_file(path: &Path) -> std::result::Result<Catalog, OpenError> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(dir) = path.parent() {
+            make_private_dir(dir).map_err(|e| OpenError::Unwritable(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| OpenError::Unwritable(e.to_string()))?;
+        let c = Self::init(conn).map_err(|e| match e {
+            InitError::Sqlite(e) if is_damage(&e) => OpenError::Damaged(e.to_string()),
+            InitError::Sqlite(e) => OpenError::Unwritable(e.to_string()),
+        })?;
+        // Not world-readable, whatever the umask: it holds decrypted
+        // metadata.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        Ok(c)
     }
 
     /// A catalog that lives only in memory (tests, one-off reads).
     pub fn in_memory() -> Result<Catalog> {
-        Self::init(Connection::open_in_memory().map_err(db)?)
+        let conn = Connection::open_in_memory().map_err(db)?;
+        Self::init(conn).map_err(|InitError::Sqlite(e)| db(e))
     }
 
-    fn init(conn: Connection) -> Result<Catalog> {
-        conn.busy_timeout(std::time::Duration::from_secs(60))
-            .map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(db)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(db)?;
+    fn init(conn: Connection) -> std::result::Result<Catalog, InitError> {
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        // A file that is a database in name only shows here.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
         if version != SCHEMA {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;
                  DROP TABLE IF EXISTS indexes; DROP TABLE IF EXISTS snapshots;
                  DROP TABLE IF EXISTS wal; DROP TABLE IF EXISTS timelines;
+                 DROP TABLE IF EXISTS damaged;
                  CREATE TABLE blobs(id BLOB PRIMARY KEY, type INTEGER NOT NULL, pack BLOB NOT NULL,
                      offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL) WITHOUT ROWID;
                  CREATE TABLE packs(id BLOB PRIMARY KEY, size INTEGER NOT NULL, index_id BLOB NOT NULL) WITHOUT ROWID;
                  CREATE TABLE indexes(id BLOB PRIMARY KEY) WITHOUT ROWID;
                  CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, json BLOB NOT NULL) WITHOUT ROWID;
                  CREATE TABLE wal(name TEXT PRIMARY KEY) WITHOUT ROWID;
-                 CREATE TABLE timelines(timeline INTEGER PRIMARY KEY, history TEXT NOT NULL);",
-            )
-            .map_err(db)?;
-            conn.pragma_update(None, "user_version", SCHEMA)
-                .map_err(db)?;
+                 CREATE TABLE timelines(timeline INTEGER PRIMARY KEY, history TEXT NOT NULL);
+                 CREATE TABLE damaged(name TEXT PRIMARY KEY, error TEXT NOT NULL) WITHOUT ROWID;",
+            )?;
+            conn.pragma_update(None, "user_version", SCHEMA)?;
         }
         Ok(Catalog {
             conn: Mutex::new(conn),
@@ -106,8 +195,39 @@ impl Catalog {
         self.conn()
             .execute_batch(
                 "DELETE FROM blobs; DELETE FROM packs; DELETE FROM indexes; DELETE FROM snapshots;
-                 DELETE FROM wal; DELETE FROM timelines;",
+                 DELETE FROM wal; DELETE FROM timelines; DELETE FROM damaged;",
             )
+            .map_err(db)
+    }
+
+    /// Records that the object `name` could not be read, so later syncs
+    /// neither retry it nor take it for new.
+    pub fn add_damaged(&self, name: &str, error: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO damaged(name, error) VALUES (?1, ?2)",
+                params![name, error],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Objects found unreadable, with why.
+    pub fn damaged(&self) -> Result<Vec<(String, String)>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT name, error FROM damaged ORDER BY name")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
+    pub fn remove_damaged(&self, name: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM damaged WHERE name = ?1", [name])
+            .map(|_| ())
             .map_err(db)
     }
 

@@ -18,6 +18,23 @@ pub struct KeyFile {
     pub kdf: KdfParams,
     #[serde(with = "crate::seal::hex_bytes")]
     pub master: Vec<u8>,
+    /// BLAKE3 of the KDF parameters and the sealed master key, so that a
+    /// damaged key file is told apart from a wrong password (both would
+    /// fail to authenticate otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+fn check_of(kdf: &KdfParams, master: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(kdf.algorithm.as_bytes());
+    for n in [kdf.memory_kib, kdf.iterations, kdf.parallelism] {
+        h.update(&n.to_le_bytes());
+    }
+    h.update(&(kdf.salt.len() as u32).to_le_bytes());
+    h.update(&kdf.salt);
+    h.update(master);
+    h.finalize().to_hex().to_string()
 }
 
 impl KeyFile {
@@ -38,6 +55,7 @@ impl KeyFile {
             &master_bytes,
             Compression::None,
         );
+        let check = Some(check_of(&kdf, &sealed));
         Ok(KeyFile {
             version: super::VERSION,
             created: super::format_time(std::time::SystemTime::now()),
@@ -45,6 +63,7 @@ impl KeyFile {
             user: user.into(),
             kdf,
             master: sealed,
+            check,
         })
     }
 
@@ -69,6 +88,13 @@ impl KeyFile {
                 "key file version {} is not supported",
                 k.version
             )));
+        }
+        if let Some(c) = &k.check
+            && *c != check_of(&k.kdf, &k.master)
+        {
+            return Err(Error::corrupt(
+                "key file is damaged: its checksum does not match its content",
+            ));
         }
         Ok(k)
     }

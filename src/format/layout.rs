@@ -49,3 +49,77 @@ pub fn id_of(name: &str) -> Option<Id> {
     let last = name.rsplit('/').next()?;
     Id::from_hex(last).ok()
 }
+
+/// A sealed object, by what names it. The one table of how each kind of
+/// object is named, sealed and bound (`repo-format/layout.md`,
+/// `envelope.md`): its prefix, its envelope kind, and the name its
+/// envelope's associated data carries, so that no object can be passed off
+/// as another. Key files and packs are not here: a key file is plaintext
+/// JSON, and a pack is a sequence of envelopes named by its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object<'a> {
+    /// `config`: kind `C`, empty name.
+    Config,
+    /// `index/<id>`: kind `I`, name = the id's 32 bytes.
+    Index(Id),
+    /// `snapshots/<id>`: kind `S`, name = the id's 32 bytes.
+    Snapshot(Id),
+    /// `locks/<id>`: kind `L`, name = the id's 32 bytes.
+    Lock(Id),
+    /// `wal/<file name>`: kind `W`, name = the file name's ASCII bytes.
+    Wal(&'a str),
+    /// `points/<id>`: kind `P`, name = the id's 32 bytes.
+    Point(Id),
+}
+
+impl Object<'_> {
+    pub fn name(&self) -> String {
+        match self {
+            Object::Config => CONFIG.to_string(),
+            Object::Index(id) => index(id),
+            Object::Snapshot(id) => snapshot(id),
+            Object::Lock(id) => lock(id),
+            Object::Wal(n) => wal(n),
+            Object::Point(id) => point(id),
+        }
+    }
+
+    pub fn seal_kind(&self) -> crate::seal::Kind {
+        use crate::seal::Kind;
+        match self {
+            Object::Config => Kind::Config,
+            Object::Index(_) => Kind::Index,
+            Object::Snapshot(_) => Kind::Snapshot,
+            Object::Lock(_) => Kind::Lock,
+            Object::Wal(_) => Kind::WalRecord,
+            Object::Point(_) => Kind::RestorePoint,
+        }
+    }
+
+    /// The name bound into the envelope's associated data.
+    pub fn aad_name(&self) -> Vec<u8> {
+        match self {
+            Object::Config => Vec::new(),
+            Object::Index(id) | Object::Snapshot(id) | Object::Lock(id) | Object::Point(id) => {
+                id.0.to_vec()
+            }
+            Object::Wal(n) => n.as_bytes().to_vec(),
+        }
+    }
+
+    /// What it is, for messages: "index file index/3f0c…".
+    pub fn describe(&self) -> String {
+        let what = match self {
+            Object::Config => "the repository config",
+            Object::Index(_) => "index file",
+            Object::Snapshot(_) => "snapshot",
+            Object::Lock(_) => "lock",
+            Object::Wal(_) => "WAL record",
+            Object::Point(_) => "restore point",
+        };
+        match self {
+            Object::Config => what.to_string(),
+            _ => format!("{what} {}", self.name()),
+        }
+    }
+}

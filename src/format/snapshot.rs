@@ -28,6 +28,9 @@ pub struct Summary {
     /// Pages whose checksum failed while read ("base/5/1259 block 3").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checksum_failures: Vec<String>,
+    /// What could not be backed up and was left out, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// What a PostgreSQL base backup records about the cluster and the backup.

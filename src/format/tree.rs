@@ -52,7 +52,43 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// The metadata a node records about a file, directory or symlink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
+    pub inode: u64,
+    pub dev: u64,
+    pub size: u64,
+}
+
 impl Node {
+    /// A node with no content yet; directories and symlinks have size 0.
+    pub fn new(name: Vec<u8>, kind: NodeKind, st: Stat) -> Node {
+        Node {
+            name,
+            kind,
+            mode: st.mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
+            mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec,
+            ctime: st.ctime,
+            ctime_nsec: st.ctime_nsec,
+            inode: st.inode,
+            dev: st.dev,
+            size: if kind == NodeKind::File { st.size } else { 0 },
+            content: vec![],
+            subtree: None,
+            target: None,
+        }
+    }
+
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
@@ -125,23 +161,23 @@ mod tests {
 
     #[test]
     fn non_utf8_names_survive() {
-        let n = Node {
-            name: vec![0x66, 0xff, 0x6f],
-            kind: NodeKind::Symlink,
-            mode: 0o777,
-            uid: 1,
-            gid: 2,
-            mtime: 3,
-            mtime_nsec: 4,
-            ctime: 5,
-            ctime_nsec: 6,
-            inode: 7,
-            dev: 8,
-            size: 0,
-            content: vec![],
-            subtree: None,
-            target: Some(b"t\xfe".to_vec()),
-        };
+        let mut n = Node::new(
+            vec![0x66, 0xff, 0x6f],
+            NodeKind::Symlink,
+            Stat {
+                mode: 0o777,
+                uid: 1,
+                gid: 2,
+                mtime: 3,
+                mtime_nsec: 4,
+                ctime: 5,
+                ctime_nsec: 6,
+                inode: 7,
+                dev: 8,
+                size: 0,
+            },
+        );
+        n.target = Some(b"t\xfe".to_vec());
         let t = Tree { nodes: vec![n] };
         assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
     }

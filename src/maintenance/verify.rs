@@ -1,8 +1,9 @@
-//! Checking a repository. The structural check reads every index file and
-//! snapshot from the repository itself (rebuilding the catalog on the way),
-//! checks that every pack an index names exists with its recorded size, and
-//! walks every snapshot's trees checking that each blob they reference is
-//! indexed. With `read_data`, every pack is downloaded, its name checked
+//! Checking a repository. The structural check reads every index file,
+//! snapshot, WAL record and restore point from the repository itself
+//! (rebuilding the catalog on the way, so a fresh or damaged cache changes
+//! nothing), checks that every pack an index names exists with its recorded
+//! size, and walks every snapshot's trees and every WAL record's content,
+//! checking that each blob they reference is indexed in a pack that exists. With `read_data`, every pack is downloaded, its name checked
 //! against its hash, its header opened, and every blob decrypted and its id
 //! checked. Problems are collected, not stopped at, so one run names them all.
 
@@ -16,9 +17,21 @@ use crate::format::{BlobType, layout, pack};
 use crate::id::Id;
 use crate::repo::Repo;
 
+/// What to check, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Download every pack and decrypt and check every blob.
+    pub read_data: bool,
+    /// Hold a shared lock (reading unlocked, with a warning, when the
+    /// repository cannot be written).
+    pub lock: bool,
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct VerifyReport {
     pub snapshots: u64,
+    pub wal_records: u64,
+    pub points: u64,
     pub index_files: u64,
     pub packs: u64,
     pub trees: u64,
@@ -28,7 +41,36 @@ pub struct VerifyReport {
     pub errors: Vec<String>,
 }
 
-pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
+/// Checks the repository under a reader's lock.
+pub async fn run(repo: &Repo, opts: Options) -> Result<VerifyReport> {
+    crate::repo::lock::read_locked(repo, opts.lock, async || check(repo, opts.read_data).await)
+        .await
+}
+
+/// Checks that blob `b`, referenced by `what`, is an indexed blob of type
+/// `want` in a pack that exists.
+fn check_blob(
+    repo: &Repo,
+    missing_packs: &HashSet<Id>,
+    what: &str,
+    b: &Id,
+    want: BlobType,
+    errors: &mut Vec<String>,
+) -> Result<()> {
+    match repo.catalog().lookup(b)? {
+        None => errors.push(format!("{what}: blob {b} is not in any index")),
+        Some(loc) if missing_packs.contains(&loc.pack) => {
+            errors.push(format!("{what}: blob {b} is in missing pack {}", loc.pack))
+        }
+        Some(loc) if loc.blob_type != want => {
+            errors.push(format!("{what}: blob {b} is not a {} blob", want.as_str()))
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let stored: HashMap<Id, u64> = repo
         .store()
@@ -121,27 +163,16 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
                         )),
                     },
                     NodeKind::File => {
+                        let what = format!("snapshot {}: /{child}", sid.short());
                         for b in &n.content {
-                            match repo.catalog().lookup(b)? {
-                                None => report.errors.push(format!(
-                                    "snapshot {}: /{child}: blob {b} is not in any index",
-                                    sid.short()
-                                )),
-                                Some(loc) if missing_packs.contains(&loc.pack) => {
-                                    report.errors.push(format!(
-                                        "snapshot {}: /{child}: blob {b} is in missing pack {}",
-                                        sid.short(),
-                                        loc.pack
-                                    ))
-                                }
-                                Some(loc) if loc.blob_type != BlobType::Data => {
-                                    report.errors.push(format!(
-                                        "snapshot {}: /{child}: blob {b} is not a data blob",
-                                        sid.short()
-                                    ))
-                                }
-                                Some(_) => {}
-                            }
+                            check_blob(
+                                repo,
+                                &missing_packs,
+                                &what,
+                                b,
+                                BlobType::Data,
+                                &mut report.errors,
+                            )?;
                         }
                     }
                     NodeKind::Symlink => {}
@@ -149,6 +180,9 @@ pub async fn run(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
             }
         }
     }
+
+    check_wal(repo, &missing_packs, &mut report).await?;
+    check_points(repo, &mut report).await?;
 
     if read_data {
         let present: Vec<Id> = indexed
@@ -233,4 +267,74 @@ fn check_blobs(
         }
     }
     (n, errs)
+}
+
+/// Every WAL record: readable, and naming indexed data blobs.
+async fn check_wal(
+    repo: &Repo,
+    missing_packs: &HashSet<Id>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    use crate::format::layout::Object;
+    use crate::format::wal::WalRecord;
+    for l in repo.store().list(layout::WAL).await? {
+        let Some(name) = l.name.strip_prefix(layout::WAL) else {
+            continue;
+        };
+        if crate::pg::walname::WalName::parse(name).is_err() {
+            continue;
+        }
+        report.wal_records += 1;
+        let obj = Object::Wal(name);
+        let rec = match repo
+            .get_object(&obj)
+            .await
+            .and_then(|p| WalRecord::decode(&p).map_err(|e| e.context(obj.describe())))
+        {
+            Ok(r) if r.name == name => r,
+            Ok(r) => {
+                report
+                    .errors
+                    .push(format!("{} names {:?}", obj.describe(), r.name));
+                continue;
+            }
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        let what = format!("WAL file {name}");
+        for b in &rec.content {
+            check_blob(
+                repo,
+                missing_packs,
+                &what,
+                b,
+                BlobType::Data,
+                &mut report.errors,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Every restore point record: readable.
+async fn check_points(repo: &Repo, report: &mut VerifyReport) -> Result<()> {
+    use crate::format::layout::Object;
+    use crate::format::point::RestorePoint;
+    for l in repo.store().list(layout::POINTS).await? {
+        let Some(id) = layout::id_of(&l.name) else {
+            continue;
+        };
+        report.points += 1;
+        let obj = Object::Point(id);
+        if let Err(e) = repo
+            .get_object(&obj)
+            .await
+            .and_then(|p| RestorePoint::decode(&p).map_err(|e| e.context(obj.describe())))
+        {
+            report.errors.push(e.to_string());
+        }
+    }
+    Ok(())
 }

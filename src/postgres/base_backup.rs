@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::format::snapshot::{PgBackup, Snapshot};
 use crate::id::Id;
 use crate::pg::walname::WalName;
 use crate::postgres::cluster::{Cluster, ConnectOptions};
 use crate::repo::{Repo, host_name};
-use crate::snapshot::backup::{self, AfterWalk, BackupOptions, Parent, Progress};
+use crate::snapshot::backup::{self, AfterWalk, BackupOptions, Decision, Parent, Rules};
 
 #[derive(Debug, Clone)]
 pub struct PgBackupOptions {
@@ -47,19 +47,27 @@ fn parent(repo: &Repo, sysid: &str, path: &str) -> Result<Option<(Id, Snapshot)>
         .max_by(|a, b| a.1.time.cmp(&b.1.time)))
 }
 
-/// Waits until the WAL record of `wal` exists.
-async fn wait_for_wal(repo: &Repo, wal: &str, timeout: Duration) -> Result<()> {
+/// Waits until the WAL record of `wal` exists, for at most `timeout`.
+/// On timeout the error says what PostgreSQL's archiver last reported.
+async fn wait_for_wal(repo: &Repo, cluster: &Cluster, wal: &str, timeout: Duration) -> Result<()> {
     let name = WalName::parse(wal)?;
     let deadline = Instant::now() + timeout;
     loop {
         match crate::postgres::wal::read_record(repo, &name).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) if e.is_not_archived() => {}
             Err(e) => return Err(e),
         }
         if Instant::now() >= deadline {
+            let archiver = match cluster.archiver_failure().await {
+                Ok(Some(f)) => format!("; {f}"),
+                Ok(None) => {
+                    "; PostgreSQL's archiver reports no failure (is archive_mode on?)".into()
+                }
+                Err(e) => format!("; pg_stat_archiver could not be read: {e}"),
+            };
             return Err(Error::unavailable(format!(
-                "WAL file {wal}, which holds the backup's stop point, did not reach the repository within {}s; \
+                "WAL file {wal}, which holds the backup's stop point, did not reach the repository within {}s{archiver}; \
                  is archive_command 'walden wal-push %p' with this repository? No snapshot was written",
                 timeout.as_secs()
             )));
@@ -110,18 +118,17 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
             None => Parent::None,
         },
         tags: opts.tags.clone(),
-        exclusions: Some(crate::pg::exclude::decide),
-        page_files: Some(crate::pg::exclude::is_relation_file),
-        follow_links: Some(crate::pg::exclude::is_tablespace_link),
-        verify_pages_before: match info.data_checksums {
-            true => Some(crate::pg::page::parse_lsn(&start.lsn)?),
-            false => None,
-        },
+        rules: Arc::new(DataDirectory {
+            verify_pages_before: match info.data_checksums {
+                true => Some(crate::pg::page::parse_lsn(&start.lsn)?),
+                false => None,
+            },
+        }),
     };
     let r = repo.clone();
     let after = || async move {
-        let stop = cluster.backup_stop().await?;
-        wait_for_wal(&r, &stop.point.wal, opts.archive_timeout).await?;
+        let stop = cluster.backup_stop(info.wal_segment_size).await?;
+        wait_for_wal(&r, &cluster, &stop.point.wal, opts.archive_timeout).await?;
         let mut root_files = vec![("backup_label".to_string(), stop.backup_label.into_bytes())];
         if !stop.tablespace_map.is_empty() {
             root_files.push((
@@ -147,5 +154,41 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
             }),
         })
     };
-    backup::run_with(repo, backup_opts, Arc::new(Progress::default()), after).await
+    backup::run_with(repo, backup_opts, after).await
+}
+
+/// How a data directory is backed up: PostgreSQL's own exclusions,
+/// relation files cut into pages, tablespace links followed, and page
+/// checksums verified when the cluster has them.
+struct DataDirectory {
+    /// Check pages older than this LSN (the backup's start).
+    verify_pages_before: Option<u64>,
+}
+
+impl Rules for DataDirectory {
+    fn decide(&self, rel_dir: &str, entries: &[(&str, bool)]) -> Vec<Decision> {
+        use crate::pg::exclude::Decision as Pg;
+        crate::pg::exclude::decide(rel_dir, entries)
+            .into_iter()
+            .map(|d| match d {
+                Pg::Keep => Decision::Keep,
+                Pg::Skip => Decision::Skip,
+                Pg::KeepEmpty => Decision::KeepEmpty,
+            })
+            .collect()
+    }
+
+    fn block_size(&self, rel: &str) -> Option<usize> {
+        crate::pg::exclude::is_relation_file(rel).then_some(crate::pg::page::PAGE_SIZE)
+    }
+
+    fn follow_link(&self, rel: &str) -> bool {
+        crate::pg::exclude::is_tablespace_link(rel)
+    }
+
+    fn damaged_block(&self, rel: &str, index: u64, block: &[u8]) -> Option<String> {
+        let start = self.verify_pages_before?;
+        let blkno = crate::pg::page::first_block(rel).saturating_add(index as u32);
+        crate::pg::page::is_damaged(block, blkno, start).then(|| format!("{rel} block {blkno}"))
+    }
 }

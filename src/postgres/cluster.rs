@@ -153,29 +153,70 @@ impl Cluster {
         })
     }
 
-    /// Stops the backup started on this session, waiting until PostgreSQL
-    /// has archived the WAL it needs.
-    pub async fn backup_stop(&self) -> Result<BackupStop> {
+    /// Stops the backup started on this session without waiting for the
+    /// archive: PostgreSQL's own wait has no timeout and would hang for
+    /// ever when `archive_command` fails. The caller waits for the stop
+    /// segment in the repository itself, with a deadline. The WAL file
+    /// named is the one holding the byte before the stop LSN, the last the
+    /// backup needs (PostgreSQL 17 changed what `pg_walfile_name` says of
+    /// an LSN on a segment boundary, so it is not asked).
+    pub async fn backup_stop(&self, wal_segment_size: u64) -> Result<BackupStop> {
         let sql = if self.version_num >= 150000 {
             "select lsn::text, pg_walfile_name(lsn), labelfile, coalesce(spcmapfile, '')
-               from pg_backup_stop(true)"
+               from pg_backup_stop(false)"
         } else {
             "select lsn::text, pg_walfile_name(lsn), labelfile, coalesce(spcmapfile, '')
-               from pg_stop_backup(false, true)"
+               from pg_stop_backup(false, false)"
         };
         let row = self
             .client
             .query_one(sql, &[])
             .await
             .map_err(|e| pg_err("backup stop", e))?;
+        let lsn: String = row.get(0);
+        let named: String = row.get(1);
+        let timeline = u32::from_str_radix(named.get(..8).unwrap_or(""), 16)
+            .map_err(|_| Error::internal(format!("pg_walfile_name gave {named:?}")))?;
+        let stop = crate::pg::lsn::Lsn::parse(&lsn)?;
+        let wal = crate::pg::lsn::segment_name(
+            timeline,
+            crate::pg::lsn::Lsn(stop.0.saturating_sub(1)).segment(wal_segment_size),
+            wal_segment_size,
+        );
         Ok(BackupStop {
-            point: BackupPoint {
-                lsn: row.get(0),
-                wal: row.get(1),
-            },
+            point: BackupPoint { lsn, wal },
             backup_label: row.get(2),
             tablespace_map: row.get(3),
         })
+    }
+
+    /// What `pg_stat_archiver` says of the archiver's last failure, for an
+    /// error message: `None` when it never failed.
+    pub async fn archiver_failure(&self) -> Result<Option<String>> {
+        let row = self
+            .client
+            .query_one(
+                "select failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, ''),
+                        coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, '')
+                   from pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("pg_stat_archiver", e))?;
+        let failed: i64 = row.get(0);
+        if failed == 0 {
+            return Ok(None);
+        }
+        let (wal, at, ok_wal, ok_at): (String, String, String, String) =
+            (row.get(1), row.get(2), row.get(3), row.get(4));
+        Ok(Some(format!(
+            "PostgreSQL's archiver has failed {failed} time(s), last on {wal} at {at}{}",
+            if ok_wal.is_empty() {
+                String::new()
+            } else {
+                format!("; the last WAL file archived was {ok_wal} at {ok_at}")
+            }
+        )))
     }
 
     /// Creates a named restore point; returns its LSN and the timeline it

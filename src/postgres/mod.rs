@@ -9,6 +9,7 @@
 pub mod base_backup;
 pub mod cluster;
 pub mod info;
+pub mod points;
 pub mod recovery;
 pub mod tar_ingest;
 pub mod wal;

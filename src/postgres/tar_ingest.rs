@@ -34,9 +34,9 @@ use crate::pg::backup_label::BackupLabel;
 use crate::pg::exclude::Decision;
 use crate::pg::lsn::{Lsn, segment_name, valid_segment_size};
 use crate::pg::manifest::Manifest;
+use crate::pg::page::PAGE_SIZE;
 use crate::repo::session::{Session, SessionHandle};
 use crate::repo::{Repo, host_name, lock, user_name};
-use crate::snapshot::backup::PAGE_SIZE;
 
 /// Where the tar stream comes from.
 #[derive(Debug, Clone)]
@@ -858,6 +858,7 @@ pub async fn run(repo: Arc<Repo>, opts: TarBackupOptions) -> Result<(Id, Snapsho
                             new_packs: stats.new_packs,
                             duration_secs: started.elapsed().as_secs_f64(),
                             checksum_failures: vec![],
+                            skipped: vec![],
                         },
                         postgres: Some(postgres),
                     };

@@ -1,21 +1,18 @@
 //! The WAL archive as a whole, as restore and `info` see it: which WAL files
 //! are in the repository (the catalog's list, brought up to date with one
 //! listing of `wal/`), each timeline's history (read once from its archived
-//! `.history` file and kept in the catalog), whether the WAL between two
-//! points is all there, and the restore point records. Pushing and fetching
-//! single files is `wal`'s job.
+//! `.history` file and kept in the catalog), and whether the WAL between two
+//! points is all there. Pushing and fetching single files is `wal`'s job;
+//! restore points are `points`'.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::format::layout;
-use crate::format::point::RestorePoint;
-use crate::id::Id;
 use crate::pg::lsn::{Lsn, segment_name, segment_number};
 use crate::pg::timeline::History;
 use crate::pg::walname::{WalKind, WalName};
 use crate::repo::Repo;
-use crate::seal::Compression;
 
 /// What the archive holds.
 #[derive(Debug, Clone, Default)]
@@ -97,11 +94,6 @@ impl Archive {
         t.into_iter().collect()
     }
 
-    /// The newest timeline, by number.
-    pub fn latest_timeline(&self) -> Option<u32> {
-        self.timelines().last().copied()
-    }
-
     /// The history leading to `tli`. Timeline 1 has none; any other needs
     /// its history file.
     pub fn history(&self, tli: u32) -> Result<History> {
@@ -180,55 +172,6 @@ impl Archive {
     }
 }
 
-/// Stores a restore point record.
-pub async fn save_point(repo: &Repo, point: &RestorePoint) -> Result<Id> {
-    let plain = point.encode();
-    let id = repo.key().blob_id(crate::seal::Kind::RestorePoint, &plain);
-    let sealed = repo.key().seal(
-        crate::seal::Kind::RestorePoint,
-        &id.0,
-        &plain,
-        Compression::Zstd(3),
-    );
-    let name = layout::point(&id);
-    repo.store().put(&name, sealed).await?;
-    // Success means durable: read it back.
-    let back = read_point(repo, &id).await?;
-    if back != *point {
-        return Err(Error::unavailable(format!(
-            "restore point {name} did not read back as written"
-        )));
-    }
-    Ok(id)
-}
-
-async fn read_point(repo: &Repo, id: &Id) -> Result<RestorePoint> {
-    let name = layout::point(id);
-    let sealed = repo.store().get(&name).await?;
-    let plain = repo
-        .key()
-        .open(crate::seal::Kind::RestorePoint, &id.0, &sealed)
-        .map_err(|e| e.context(format!("restore point {name}")))?;
-    RestorePoint::decode(&plain).map_err(|e| e.context(format!("restore point {name}")))
-}
-
-/// Every restore point record, oldest first.
-pub async fn points(repo: &Repo) -> Result<Vec<RestorePoint>> {
-    let mut out = Vec::new();
-    for l in repo.store().list(layout::POINTS).await? {
-        let Some(id) = layout::id_of(&l.name) else {
-            continue;
-        };
-        match read_point(repo, &id).await {
-            Ok(p) => out.push(p),
-            Err(e) if e.kind() == Kind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    out.sort_by(|a, b| a.time.cmp(&b.time));
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +219,9 @@ mod tests {
         // On timeline 1 the WAL ends at segment 2, with nothing after.
         let c = a.continuity(&a.history(1).unwrap(), from, MB16);
         assert_eq!((c.last, c.more_after), (Some(2), false));
-        assert_eq!(a.history(3).unwrap_err().kind(), Kind::NotFound);
+        assert_eq!(
+            a.history(3).unwrap_err().kind(),
+            crate::error::Kind::NotFound
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! from this host, is stale: it is reported and never silently broken;
 //! `walden unlock` removes stale locks.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
@@ -70,9 +71,31 @@ pub async fn list(repo: &Repo) -> Result<Vec<HeldLock>> {
             Err(e) if e.kind() == crate::error::Kind::NotFound => continue, // released meanwhile
             Err(e) => return Err(e),
         };
-        let lock = Lock::decode(&repo.key().open(crate::seal::Kind::Lock, &id.0, &sealed)?)?;
-        let stale = is_stale(&lock);
-        out.push(HeldLock { id, lock, stale });
+        match repo
+            .key()
+            .open(crate::seal::Kind::Lock, &id.0, &sealed)
+            .and_then(|plain| Lock::decode(&plain))
+        {
+            Ok(lock) => {
+                let stale = is_stale(&lock);
+                out.push(HeldLock { id, lock, stale });
+            }
+            // A damaged lock blocks a prune like any other, but must not
+            // stop every other command; `unlock` removes it.
+            Err(e) => {
+                tracing::warn!("lock {} is unreadable ({e}); counted as stale", l.name);
+                out.push(HeldLock {
+                    id,
+                    lock: Lock {
+                        time: String::new(),
+                        host: "unknown (damaged lock file)".into(),
+                        pid: 0,
+                        exclusive: false,
+                    },
+                    stale: true,
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -84,9 +107,18 @@ pub struct Guard {
     refresher: tokio::task::JoinHandle<()>,
 }
 
+/// Locks this process holds, so a signal handler can release them before
+/// the process exits ([`release_all`]).
+static HELD: Mutex<Vec<(crate::store::Store, String)>> = Mutex::new(Vec::new());
+
+fn held() -> std::sync::MutexGuard<'static, Vec<(crate::store::Store, String)>> {
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Guard {
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
+        held().retain(|(_, n)| *n != self.name);
         self.store.delete(&self.name).await
     }
 }
@@ -97,6 +129,71 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.refresher.abort();
     }
+}
+
+/// Deletes every lock this process holds: for a signal handler, just
+/// before the process exits, so an interrupted command leaves no lock.
+pub async fn release_all() {
+    let all = std::mem::take(&mut *held());
+    for (store, name) in all {
+        if let Err(e) = store.delete(&name).await {
+            tracing::warn!("could not release lock {name}: {e}");
+        }
+    }
+}
+
+/// A shared lock for a command that only reads. Without `lock`, or when
+/// the repository cannot be written (read-only storage, a credential
+/// without write permission, a full disk), it reads without one, with a
+/// warning: reads must work on read-only storage, and a concurrent prune
+/// is the only thing a reader's lock keeps away.
+pub async fn acquire_for_reading(repo: &Repo, lock: bool) -> Result<Option<Guard>> {
+    if !lock {
+        return Ok(None);
+    }
+    match acquire(repo, false).await {
+        Ok(g) => Ok(Some(g)),
+        Err(e) if e.kind() == crate::error::Kind::Unavailable => {
+            tracing::warn!(
+                "reading without a lock: the repository cannot be written ({e}); \
+                 a concurrent prune could remove what this command reads"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `f` under a shared writer's lock, with the catalog brought up to
+/// date once the lock is held: a writer deduplicates against its catalog,
+/// which must reflect the repository as it is under the lock.
+pub async fn write_locked<T>(repo: &Repo, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
+    let guard = acquire(repo, false).await?;
+    let result = match repo.sync_catalog().await {
+        Ok(()) => f().await,
+        Err(e) => Err(e),
+    };
+    let released = guard.release().await;
+    let out = result?;
+    released?;
+    Ok(out)
+}
+
+/// Runs `f` under a reader's lock ([`acquire_for_reading`]).
+pub async fn read_locked<T>(
+    repo: &Repo,
+    lock: bool,
+    f: impl AsyncFnOnce() -> Result<T>,
+) -> Result<T> {
+    let guard = acquire_for_reading(repo, lock).await?;
+    let result = f().await;
+    let released = match guard {
+        Some(g) => g.release().await,
+        None => Ok(()),
+    };
+    let out = result?;
+    released?;
+    Ok(out)
 }
 
 fn conflict(l: &HeldLock) -> Error {
@@ -165,6 +262,7 @@ pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
             }
         }
     });
+    held().push((repo.store().clone(), name.clone()));
     Ok(Guard {
         store: repo.store().clone(),
         name,

@@ -85,6 +85,12 @@ impl Shared {
             *f = Some(e);
         }
     }
+    fn has_failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
     fn failure(&self) -> Option<Error> {
         self.failure
             .lock()
@@ -153,19 +159,6 @@ impl Session {
             threads,
             uploader: Some(uploader),
         }
-    }
-
-    pub fn repo(&self) -> &Arc<Repo> {
-        &self.shared.repo
-    }
-
-    /// Stores a blob unless the repository or this session has it already,
-    /// and returns its id. Blocks while the pipeline is full.
-    pub fn store(&self, blob_type: BlobType, data: Vec<u8>) -> Result<Id> {
-        self.handle
-            .as_ref()
-            .expect("session is open")
-            .store(blob_type, data)
     }
 
     /// A handle other threads can store blobs through.
@@ -310,6 +303,11 @@ async fn upload_stage(sh: &Arc<Shared>, rx: tokio::sync::mpsc::Receiver<Pack>) -
         .map(|p| {
             let sh = sh.clone();
             async move {
+                // After a failure for good (a full disk), upload nothing
+                // more: the session is over.
+                if sh.has_failed() {
+                    return Ok(None);
+                }
                 let name = layout::pack(&p.id);
                 let size = p.bytes.len() as u64;
                 sh.repo.store().put(&name, p.bytes).await?;
@@ -323,43 +321,47 @@ async fn upload_stage(sh: &Arc<Shared>, rx: tokio::sync::mpsc::Receiver<Pack>) -
                     }
                 }
                 sh.new_packs.fetch_add(1, Ordering::Relaxed);
-                Ok::<_, Error>(IndexedPack {
+                Ok::<_, Error>(Some(IndexedPack {
                     id: p.id,
                     size,
                     blobs: p.entries,
-                })
+                }))
             }
         })
         .buffer_unordered(UPLOADS);
     let mut uploads = std::pin::pin!(uploads);
     let mut pending = Vec::new();
-    let mut result = Ok(());
     while let Some(r) = uploads.next().await {
         match r {
-            Ok(p) => {
+            Ok(Some(p)) => {
                 pending.push(p);
                 if pending.len() >= PACKS_PER_INDEX {
                     write_index(sh, std::mem::take(&mut pending)).await?;
                 }
             }
-            Err(e) => {
-                // Keep going so the packs already uploaded get indexed and
-                // a later session can reuse them.
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
+            Ok(None) => {}
+            // Recorded at once, so the readers stop handing in blobs; the
+            // packs already uploaded are still indexed below, for the next
+            // session to reuse.
+            Err(e) => sh.fail(e),
         }
     }
     if !pending.is_empty() {
         write_index(sh, pending).await?;
     }
-    result
+    Ok(())
 }
 
 async fn write_index(sh: &Shared, packs: Vec<IndexedPack>) -> Result<()> {
     let index = Index { packs };
-    sh.repo.save_index(&index).await?;
+    if let Err(e) = sh.repo.save_index(&index).await {
+        // No index names these packs, so nothing can reference them: they
+        // are this session's alone to remove, rather than leave for prune.
+        for p in &index.packs {
+            let _ = sh.repo.store().delete(&layout::pack(&p.id)).await;
+        }
+        return Err(e);
+    }
     // Now the catalog answers for these ids; the session need not.
     let mut claimed = sh.claimed.lock().unwrap_or_else(|p| p.into_inner());
     for p in &index.packs {

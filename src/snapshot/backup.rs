@@ -26,10 +26,11 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::error::{Error, Result};
 use crate::format::BlobType;
 use crate::format::snapshot::{PgBackup, Snapshot, Summary};
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Stat, Tree};
 use crate::id::Id;
-use crate::pg::exclude::Decision;
 use crate::repo::session::{Session, SessionHandle};
+
+use super::pool::{Pool, workers};
 use crate::repo::{Repo, host_name, lock, user_name};
 
 /// How the parent snapshot (for reuse by metadata) is chosen.
@@ -42,30 +43,67 @@ pub enum Parent {
     Snapshot(Id),
 }
 
-/// Decides, for every entry of a directory (path relative to the backup
-/// root, "" for the root; entries as (name, is_dir)), what to back up.
-pub type Exclusions = fn(&str, &[(&str, bool)]) -> Vec<Decision>;
+/// What to do with one directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Keep,
+    Skip,
+    /// A directory kept without its contents.
+    KeepEmpty,
+}
 
-#[derive(Debug, Clone)]
+/// What a kind of backup does differently from a plain tree: which entries
+/// to leave out, which files to cut at fixed block boundaries instead of
+/// by content, which symlinks to follow, and a check of each block as it
+/// is read. Paths are relative to the backup root. The defaults back up
+/// everything as it is.
+pub trait Rules: Send + Sync {
+    /// For every entry of the directory at `rel_dir` ("" for the root),
+    /// given as (name, is_dir), what to back up.
+    fn decide(&self, _rel_dir: &str, entries: &[(&str, bool)]) -> Vec<Decision> {
+        vec![Decision::Keep; entries.len()]
+    }
+    /// The block size to cut this file into, instead of content-defined
+    /// chunks: for files made of pages, whose updates land on scattered
+    /// pages, so only changed pages are stored again.
+    fn block_size(&self, _rel: &str) -> Option<usize> {
+        None
+    }
+    /// Whether a symlink is backed up as the directory it points to.
+    fn follow_link(&self, _rel: &str) -> bool {
+        false
+    }
+    /// When block `index` of a block-cut file is damaged (a failed page
+    /// checksum), how to name it in the report. A damaged block is read
+    /// once more before it is reported.
+    fn damaged_block(&self, _rel: &str, _index: u64, _block: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// The rules of a plain directory backup: everything, as it is.
+pub struct PlainRules;
+impl Rules for PlainRules {}
+
+#[derive(Clone)]
 pub struct BackupOptions {
     pub path: PathBuf,
     pub parent: Parent,
     pub tags: Vec<String>,
-    pub exclusions: Option<Exclusions>,
-    /// Files (by path relative to the root) to cut into 8 KiB pages instead
-    /// of content-defined chunks: PostgreSQL relation files, whose updates
-    /// land on scattered pages, so only changed pages are stored again.
-    pub page_files: Option<fn(&str) -> bool>,
-    /// Symlinks (by path relative to the root) whose target directory is
-    /// backed up in their place, as a directory: PostgreSQL tablespaces.
-    pub follow_links: Option<fn(&str) -> bool>,
-    /// Verify the checksums of pages older than this LSN (the backup's start)
-    /// in page files: set when the cluster has data checksums.
-    pub verify_pages_before: Option<u64>,
+    pub rules: Arc<dyn Rules>,
 }
 
-/// The PostgreSQL page size, and the block relation files are cut into.
-pub const PAGE_SIZE: usize = 8192;
+impl BackupOptions {
+    /// A plain backup of `path` with the parent chosen automatically.
+    pub fn new(path: PathBuf) -> BackupOptions {
+        BackupOptions {
+            path,
+            parent: Parent::Auto,
+            tags: Vec::new(),
+            rules: Arc::new(PlainRules),
+        }
+    }
+}
 
 /// What the caller adds once the tree has been read: files for the root
 /// directory (a PostgreSQL backup's `backup_label`) and cluster metadata.
@@ -75,40 +113,34 @@ pub struct AfterWalk {
     pub postgres: Option<PgBackup>,
 }
 
-/// Progress, as counters the caller may poll.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub files: std::sync::atomic::AtomicU64,
-    pub bytes: std::sync::atomic::AtomicU64,
-}
-
 enum Event {
     Enter(Node),
     Leave,
     Entry(Node),
     /// A file whose content the readers are producing.
     File(Node, Receiver<Result<Option<FileContent>>>),
+    /// Something that could not be backed up and was left out, said why.
+    Skipped(String),
 }
 
 struct FileContent {
     ids: Vec<Id>,
     size: u64,
-    /// Pages whose checksum failed, read twice: "base/5/1259 block 3".
-    bad_pages: Vec<String>,
+    /// Blocks that failed their check, read twice: "base/5/1259 block 3".
+    bad_blocks: Vec<String>,
 }
 
 struct ReadJob {
     path: PathBuf,
     rel: String,
-    pages: bool,
+    block_size: Option<usize>,
     reply: Sender<Result<Option<FileContent>>>,
 }
 
-fn node_from(name: &OsStr, md: &Metadata, kind: NodeKind) -> Node {
-    Node {
-        name: name.as_bytes().to_vec(),
-        kind,
-        mode: md.mode() & 0o7777,
+/// A node's metadata from the filesystem's.
+pub fn stat_of(md: &Metadata) -> Stat {
+    Stat {
+        mode: md.mode(),
         uid: md.uid(),
         gid: md.gid(),
         mtime: md.mtime(),
@@ -117,11 +149,12 @@ fn node_from(name: &OsStr, md: &Metadata, kind: NodeKind) -> Node {
         ctime_nsec: md.ctime_nsec() as u32,
         inode: md.ino(),
         dev: md.dev(),
-        size: if kind == NodeKind::File { md.len() } else { 0 },
-        content: vec![],
-        subtree: None,
-        target: None,
+        size: md.len(),
     }
+}
+
+fn node_from(name: &OsStr, md: &Metadata, kind: NodeKind) -> Node {
+    Node::new(name.as_bytes().to_vec(), kind, stat_of(md))
 }
 
 /// Whether a file's content may be taken from its entry in the parent.
@@ -136,14 +169,20 @@ fn unchanged(old: &Node, new: &Node) -> bool {
         && (old.size == 0 || !old.content.is_empty())
 }
 
+/// Whether an I/O error means the path is too long to name: such an entry
+/// is reported and left out rather than failing the whole backup.
+fn too_long(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENAMETOOLONG)
+}
+
 /// Reads and stores one file's content. A file that vanished since it was
 /// listed gives `None`.
 fn read_file(
     session: &SessionHandle,
+    rules: &dyn Rules,
     job: &ReadJob,
-    verify_before: Option<u64>,
-    progress: &Progress,
 ) -> Result<Option<FileContent>> {
+    use std::os::unix::fs::FileExt;
     let path = &job.path;
     let f = match File::open(path) {
         Ok(f) => f,
@@ -153,46 +192,33 @@ fn read_file(
     let params = &session.repo().config().chunker;
     let mut ids = Vec::new();
     let mut size = 0u64;
-    let mut bad_pages = Vec::new();
-    let verify_before = verify_before.filter(|_| job.pages);
-    let first_block = crate::pg::page::first_block(&job.rel);
-    let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = if job.pages {
-        Box::new(crate::chunk::fixed_blocks(&f, PAGE_SIZE))
-    } else {
-        Box::new(params.chunks(&f))
+    let mut bad_blocks = Vec::new();
+    let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = match job.block_size {
+        Some(b) => Box::new(crate::chunk::fixed_blocks(&f, b)),
+        None => Box::new(params.chunks(&f)),
     };
     for (i, chunk) in chunks.enumerate() {
         let mut chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
-        if let Some(start) = verify_before {
-            let blkno = first_block + i as u32;
-            if crate::pg::page::is_damaged(&chunk, blkno, start) {
-                // A page can be caught mid-write: read it once more, as
-                // PostgreSQL's own base backup does, and keep the second read.
-                use std::os::unix::fs::FileExt;
-                let mut again = vec![0u8; chunk.len()];
-                if f.read_exact_at(&mut again, i as u64 * PAGE_SIZE as u64)
-                    .is_ok()
-                {
-                    chunk = again;
-                }
-                if crate::pg::page::is_damaged(&chunk, blkno, start) {
-                    bad_pages.push(format!("{} block {blkno}", job.rel));
-                }
+        if let Some(b) = job.block_size
+            && rules.damaged_block(&job.rel, i as u64, &chunk).is_some()
+        {
+            // A page can be caught mid-write: read it once more, as
+            // PostgreSQL's own base backup does, and keep the second read.
+            let mut again = vec![0u8; chunk.len()];
+            if f.read_exact_at(&mut again, i as u64 * b as u64).is_ok() {
+                chunk = again;
+            }
+            if let Some(what) = rules.damaged_block(&job.rel, i as u64, &chunk) {
+                bad_blocks.push(what);
             }
         }
         size += chunk.len() as u64;
-        progress
-            .bytes
-            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         ids.push(session.store(BlobType::Data, chunk)?);
     }
-    progress
-        .files
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Some(FileContent {
         ids,
         size,
-        bad_pages,
+        bad_blocks,
     }))
 }
 
@@ -201,9 +227,7 @@ struct Walker<'a> {
     rt: tokio::runtime::Handle,
     events: Sender<Event>,
     jobs: Sender<ReadJob>,
-    exclusions: Option<Exclusions>,
-    page_files: Option<fn(&str) -> bool>,
-    follow_links: Option<fn(&str) -> bool>,
+    rules: &'a dyn Rules,
 }
 
 impl Walker<'_> {
@@ -220,27 +244,38 @@ impl Walker<'_> {
         }
     }
 
+    /// The entries of `dir`, sorted by name, each with the rules' decision.
+    fn list(&self, dir: &Path, rel: &str) -> Result<Option<Vec<(std::fs::DirEntry, Decision)>>> {
+        let listed = std::fs::read_dir(dir).and_then(|it| it.collect::<std::io::Result<Vec<_>>>());
+        let mut entries = match listed {
+            Ok(e) => e,
+            Err(e) if too_long(&e) => {
+                self.send(Event::Skipped(format!(
+                    "the contents of {}: the path is longer than the system allows",
+                    dir.display()
+                )))?;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io(dir.display(), e)),
+        };
+        entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        let names: Vec<(String, bool)> = entries
+            .iter()
+            .map(|e| {
+                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                (e.file_name().to_string_lossy().into_owned(), is_dir)
+            })
+            .collect();
+        let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let decisions = self.rules.decide(rel, &refs);
+        Ok(Some(entries.into_iter().zip(decisions).collect()))
+    }
+
     /// Visits `dir` (at `rel` from the root), whose own node has been sent
     /// as `Enter` already.
     fn walk(&self, dir: &Path, rel: &str, parent: Option<Tree>) -> Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir.display(), e))?
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::io(dir.display(), e))?;
-        entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-        let decisions = match self.exclusions {
-            Some(decide) => {
-                let names: Vec<(String, bool)> = entries
-                    .iter()
-                    .map(|e| {
-                        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                        (e.file_name().to_string_lossy().into_owned(), is_dir)
-                    })
-                    .collect();
-                let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-                decide(rel, &refs)
-            }
-            None => vec![Decision::Keep; entries.len()],
+        let Some(entries) = self.list(dir, rel)? else {
+            return Ok(());
         };
         let old = |name: &[u8]| {
             parent.as_ref().and_then(|t| {
@@ -250,74 +285,34 @@ impl Walker<'_> {
                     .map(|i| &t.nodes[i])
             })
         };
-        for (entry, decision) in entries.into_iter().zip(decisions) {
+        for (entry, decision) in entries {
             if decision == Decision::Skip {
                 continue;
             }
             let path = entry.path();
             let name = entry.file_name();
-            let mut md = match std::fs::symlink_metadata(&path) {
+            let entry_rel = join_rel(rel, &name);
+            let md = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(path.display(), e)),
-            };
-            if md.file_type().is_symlink()
-                && self
-                    .follow_links
-                    .is_some_and(|follow| follow(&join_rel(rel, &name)))
-            {
-                md = std::fs::metadata(&path)
-                    .map_err(|e| Error::io(format!("{} (a tablespace link)", path.display()), e))?;
-                if !md.is_dir() {
-                    return Err(Error::invalid(format!(
-                        "{} links to something that is not a directory",
+                Err(e) if too_long(&e) => {
+                    self.send(Event::Skipped(format!(
+                        "{}: the path is longer than the system allows",
                         path.display()
-                    )));
-                }
-            }
-            let ft = md.file_type();
-            if ft.is_dir() {
-                let node = node_from(&name, &md, NodeKind::Dir);
-                let sub_parent =
-                    self.parent_tree(old(name.as_bytes()).filter(|n| n.kind == NodeKind::Dir))?;
-                self.send(Event::Enter(node))?;
-                if decision != Decision::KeepEmpty {
-                    self.walk(&path, &join_rel(rel, &name), sub_parent)?;
-                }
-                self.send(Event::Leave)?;
-            } else if ft.is_symlink() {
-                let mut node = node_from(&name, &md, NodeKind::Symlink);
-                match std::fs::read_link(&path) {
-                    Ok(t) => node.target = Some(t.as_os_str().as_bytes().to_vec()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io(path.display(), e)),
-                }
-                self.send(Event::Entry(node))?;
-            } else if ft.is_file() {
-                let mut node = node_from(&name, &md, NodeKind::File);
-                if let Some(o) = old(name.as_bytes()).filter(|o| unchanged(o, &node))
-                    && o.content
-                        .iter()
-                        .all(|id| self.repo.catalog().contains(id).unwrap_or(false))
-                {
-                    node.content = o.content.clone();
-                    self.send(Event::Entry(node))?;
+                    )))?;
                     continue;
                 }
-                let (tx, rx) = bounded(1);
-                let file_rel = join_rel(rel, &name);
-                let pages = self
-                    .page_files
-                    .is_some_and(|is_page_file| is_page_file(&file_rel));
-                self.jobs
-                    .send(ReadJob {
-                        path,
-                        rel: file_rel,
-                        pages,
-                        reply: tx,
-                    })
-                    .map_err(|_| Error::internal("backup readers stopped"))?;
-                self.send(Event::File(node, rx))?;
+                Err(e) => return Err(Error::io(path.display(), e)),
+            };
+            let md = self.follow(&path, &entry_rel, md)?;
+            let ft = md.file_type();
+            let prior = old(name.as_bytes());
+            if ft.is_dir() {
+                self.visit_dir(&path, &entry_rel, &name, &md, decision, prior)?;
+            } else if ft.is_symlink() {
+                self.visit_symlink(&path, &name, &md)?;
+            } else if ft.is_file() {
+                self.visit_file(path, entry_rel, &name, &md, prior)?;
             } else {
                 tracing::warn!(
                     "skipping {}: not a regular file, directory or symlink",
@@ -326,6 +321,80 @@ impl Walker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The metadata of what a followed symlink (a tablespace) points to.
+    fn follow(&self, path: &Path, rel: &str, md: Metadata) -> Result<Metadata> {
+        if !md.file_type().is_symlink() || !self.rules.follow_link(rel) {
+            return Ok(md);
+        }
+        let target = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("{} (a followed link)", path.display()), e))?;
+        if !target.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} links to something that is not a directory",
+                path.display()
+            )));
+        }
+        Ok(target)
+    }
+
+    fn visit_dir(
+        &self,
+        path: &Path,
+        rel: &str,
+        name: &OsStr,
+        md: &Metadata,
+        decision: Decision,
+        prior: Option<&Node>,
+    ) -> Result<()> {
+        let node = node_from(name, md, NodeKind::Dir);
+        let sub_parent = self.parent_tree(prior.filter(|n| n.kind == NodeKind::Dir))?;
+        self.send(Event::Enter(node))?;
+        if decision != Decision::KeepEmpty {
+            self.walk(path, rel, sub_parent)?;
+        }
+        self.send(Event::Leave)
+    }
+
+    fn visit_symlink(&self, path: &Path, name: &OsStr, md: &Metadata) -> Result<()> {
+        let mut node = node_from(name, md, NodeKind::Symlink);
+        match std::fs::read_link(path) {
+            Ok(t) => node.target = Some(t.as_os_str().as_bytes().to_vec()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(path.display(), e)),
+        }
+        self.send(Event::Entry(node))
+    }
+
+    fn visit_file(
+        &self,
+        path: PathBuf,
+        rel: String,
+        name: &OsStr,
+        md: &Metadata,
+        prior: Option<&Node>,
+    ) -> Result<()> {
+        let mut node = node_from(name, md, NodeKind::File);
+        if let Some(o) = prior.filter(|o| unchanged(o, &node))
+            && o.content
+                .iter()
+                .all(|id| self.repo.catalog().contains(id).unwrap_or(false))
+        {
+            node.content = o.content.clone();
+            return self.send(Event::Entry(node));
+        }
+        let (tx, rx) = bounded(1);
+        let block_size = self.rules.block_size(&rel);
+        self.jobs
+            .send(ReadJob {
+                path,
+                rel,
+                block_size,
+                reply: tx,
+            })
+            .map_err(|_| Error::internal("backup readers stopped"))?;
+        self.send(Event::File(node, rx))
     }
 }
 
@@ -347,6 +416,20 @@ struct Counts {
     logical_bytes: u64,
     files_read: u64,
     checksum_failures: Vec<String>,
+    skipped: Vec<String>,
+}
+
+impl Counts {
+    fn entry(&mut self, node: &Node) {
+        match node.kind {
+            NodeKind::File => {
+                self.files += 1;
+                self.logical_bytes += node.size;
+            }
+            NodeKind::Symlink => self.symlinks += 1,
+            NodeKind::Dir => self.dirs += 1,
+        }
+    }
 }
 
 /// Consumes events in order; returns the root directory's entries.
@@ -360,7 +443,7 @@ fn build(
     for ev in events {
         match ev {
             Event::Enter(node) => {
-                counts.dirs += 1;
+                counts.entry(&node);
                 stack.push((Some(node), Vec::new()));
             }
             Event::Leave => {
@@ -370,14 +453,7 @@ fn build(
                 stack.last_mut().expect("root").1.push(node);
             }
             Event::Entry(node) => {
-                match node.kind {
-                    NodeKind::File => {
-                        counts.files += 1;
-                        counts.logical_bytes += node.size;
-                    }
-                    NodeKind::Symlink => counts.symlinks += 1,
-                    NodeKind::Dir => {}
-                }
+                counts.entry(&node);
                 stack.last_mut().expect("root").1.push(node);
             }
             Event::File(mut node, rx) => {
@@ -387,12 +463,15 @@ fn build(
                 if let Some(c) = r {
                     node.content = c.ids;
                     node.size = c.size;
-                    counts.files += 1;
+                    counts.entry(&node);
                     counts.files_read += 1;
-                    counts.logical_bytes += c.size;
-                    counts.checksum_failures.extend(c.bad_pages);
+                    counts.checksum_failures.extend(c.bad_blocks);
                     stack.last_mut().expect("root").1.push(node);
                 }
+            }
+            Event::Skipped(what) => {
+                tracing::warn!("skipped {what}");
+                counts.skipped.push(what);
             }
         }
     }
@@ -417,12 +496,8 @@ fn choose_parent(repo: &Repo, opts: &BackupOptions, path: &str) -> Result<Option
 }
 
 /// Backs up `opts.path` and saves a snapshot. Runs inside a tokio runtime.
-pub async fn run(
-    repo: Arc<Repo>,
-    opts: BackupOptions,
-    progress: Arc<Progress>,
-) -> Result<(Id, Snapshot)> {
-    run_with(repo, opts, progress, || async { Ok(AfterWalk::default()) }).await
+pub async fn run(repo: Arc<Repo>, opts: BackupOptions) -> Result<(Id, Snapshot)> {
+    run_with(repo, opts, || async { Ok(AfterWalk::default()) }).await
 }
 
 /// Like [`run`], calling `after_walk` once the tree has been read and before
@@ -430,7 +505,6 @@ pub async fn run(
 pub async fn run_with<F, Fut>(
     repo: Arc<Repo>,
     opts: BackupOptions,
-    progress: Arc<Progress>,
     after_walk: F,
 ) -> Result<(Id, Snapshot)>
 where
@@ -449,26 +523,19 @@ where
         )));
     }
     let path_str = root_path.to_string_lossy().to_string();
-    let guard = lock::acquire(&repo, false).await?;
-    // Under the lock, catch up with index files written since the repository
-    // was opened; a prune cannot remove what this backup then reuses.
-    let result = match repo.sync_catalog().await {
-        Ok(()) => {
-            let ctx = Context {
-                root_path: &root_path,
-                root_md: &root_md,
-                path_str: &path_str,
-                start_time,
-                started,
-            };
-            run_locked(&repo, &opts, ctx, progress, after_walk).await
-        }
-        Err(e) => Err(e),
+    let ctx = Context {
+        root_path: &root_path,
+        root_md: &root_md,
+        path_str: &path_str,
+        start_time,
+        started,
     };
-    let released = guard.release().await;
-    let out = result?;
-    released?;
-    Ok(out)
+    // Under the lock, with the catalog caught up: a prune cannot remove
+    // what this backup then reuses.
+    lock::write_locked(&repo, async || {
+        run_locked(&repo, &opts, ctx, after_walk).await
+    })
+    .await
 }
 
 struct Context<'a> {
@@ -479,11 +546,111 @@ struct Context<'a> {
     started: Instant,
 }
 
+/// Walks the tree with the readers beside it and builds its trees;
+/// returns the root directory's entries.
+async fn walk_and_build(
+    repo: &Arc<Repo>,
+    opts: &BackupOptions,
+    root: &Path,
+    parent_root: Option<Tree>,
+    session: &Session,
+    counts: &mut Counts,
+) -> Result<Vec<Node>> {
+    let rules = opts.rules.clone();
+    let h = session.handle();
+    let readers = Pool::start(
+        "walden-read",
+        workers(),
+        4 * workers(),
+        move |job: ReadJob| {
+            let r = read_file(&h, &*rules, &job);
+            let _ = job.reply.send(r);
+        },
+    )?;
+    let (ev_tx, ev_rx) = bounded::<Event>(1024);
+    let rt = tokio::runtime::Handle::current();
+    let walker_repo = repo.clone();
+    let walk_root = root.to_path_buf();
+    let jobs = readers.sender();
+    let rules = opts.rules.clone();
+    let walker = std::thread::Builder::new()
+        .name("walden-walk".into())
+        .spawn(move || {
+            let w = Walker {
+                repo: &walker_repo,
+                rt,
+                events: ev_tx,
+                jobs,
+                rules: &*rules,
+            };
+            w.walk(&walk_root, "", parent_root)
+        })
+        .map_err(|e| Error::internal(format!("spawn walker: {e}")))?;
+    let handle = session.handle();
+    let (built, c) = tokio::task::spawn_blocking(move || {
+        let mut c = Counts::default();
+        let r = build(&handle, ev_rx, &mut c);
+        (r, c)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("builder: {e}")))?;
+    *counts = c;
+    // The builder has stopped; if it failed, the walker's sends fail too and
+    // it returns. Then the readers see their job channel close.
+    let walked = tokio::task::spawn_blocking(move || {
+        let w = walker.join();
+        readers.finish();
+        w
+    })
+    .await
+    .map_err(|e| Error::internal(format!("walker: {e}")))?
+    .map_err(|_| Error::internal("walker panicked"))?;
+    walked?;
+    built
+}
+
+/// Adds the caller's root files (a `backup_label`) to the root's entries
+/// and stores the root tree; returns its id.
+async fn store_root(
+    session: &Session,
+    root_md: &Metadata,
+    mut nodes: Vec<Node>,
+    root_files: Vec<(String, Vec<u8>)>,
+    counts: &mut Counts,
+) -> Result<Id> {
+    for (name, bytes) in root_files {
+        let mut node = node_from(OsStr::new(&name), root_md, NodeKind::File);
+        node.mode = 0o600;
+        node.size = bytes.len() as u64;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        (node.mtime, node.mtime_nsec) = (now.as_secs() as i64, now.subsec_nanos());
+        (node.ctime, node.ctime_nsec) = (node.mtime, node.mtime_nsec);
+        node.inode = 0;
+        counts.entry(&node);
+        if !bytes.is_empty() {
+            let h = session.handle();
+            node.content = vec![
+                tokio::task::spawn_blocking(move || h.store(BlobType::Data, bytes))
+                    .await
+                    .map_err(|e| Error::internal(format!("storing {name}: {e}")))??,
+            ];
+        }
+        nodes.retain(|n| n.name != node.name);
+        nodes.push(node);
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let h = session.handle();
+    tokio::task::spawn_blocking(move || h.store(BlobType::Tree, Tree { nodes }.encode()))
+        .await
+        .map_err(|e| Error::internal(format!("storing the root tree: {e}")))?
+}
+
 async fn run_locked<F, Fut>(
     repo: &Arc<Repo>,
     opts: &BackupOptions,
     ctx: Context<'_>,
-    progress: Arc<Progress>,
     after_walk: F,
 ) -> Result<(Id, Snapshot)>
 where
@@ -495,111 +662,23 @@ where
         Some((_, s)) => Some(repo.read_tree(&s.tree()?).await?),
         None => None,
     };
-    let verify_before = opts.verify_pages_before;
     let session = Session::start(repo.clone());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let (job_tx, job_rx) = bounded::<ReadJob>(4 * cores);
-    let (ev_tx, ev_rx) = bounded::<Event>(1024);
-    let mut readers = Vec::new();
-    for i in 0..cores.max(2) {
-        let rx = job_rx.clone();
-        let h = session.handle();
-        let p = progress.clone();
-        readers.push(
-            std::thread::Builder::new()
-                .name(format!("walden-read-{i}"))
-                .spawn(move || {
-                    for job in rx {
-                        let r = read_file(&h, &job, verify_before, &p);
-                        let _ = job.reply.send(r);
-                    }
-                })
-                .map_err(|e| Error::internal(format!("spawn reader: {e}")))?,
-        );
-    }
-    drop(job_rx);
-    let rt = tokio::runtime::Handle::current();
-    let walker_repo = repo.clone();
-    let walk_root = ctx.root_path.to_path_buf();
-    let exclusions = opts.exclusions;
-    let page_files = opts.page_files;
-    let follow_links = opts.follow_links;
-    let walker = std::thread::Builder::new()
-        .name("walden-walk".into())
-        .spawn(move || {
-            let w = Walker {
-                repo: &walker_repo,
-                rt,
-                events: ev_tx,
-                jobs: job_tx,
-                exclusions,
-                page_files,
-                follow_links,
-            };
-            w.walk(&walk_root, "", parent_root)
-        })
-        .map_err(|e| Error::internal(format!("spawn walker: {e}")))?;
-    let handle = session.handle();
-    let built = tokio::task::spawn_blocking(move || {
-        let mut counts = Counts::default();
-        let r = build(&handle, ev_rx, &mut counts);
-        (r, counts)
-    })
-    .await
-    .map_err(|e| Error::internal(format!("builder: {e}")))?;
-    // The builder has stopped; if it failed, the walker's sends fail too and
-    // it returns. Then the readers see their job channel close.
-    let walked = tokio::task::spawn_blocking(move || {
-        let w = walker.join();
-        for r in readers {
-            let _ = r.join();
-        }
-        w
-    })
-    .await
-    .map_err(|e| Error::internal(format!("walker: {e}")))?
-    .map_err(|_| Error::internal("walker panicked"))?;
-    let (nodes, mut counts) = built;
-    let handle = session.handle();
+    let mut counts = Counts::default();
     let outcome = async {
-        walked?;
-        let mut nodes = nodes?;
+        let nodes = walk_and_build(
+            repo,
+            opts,
+            ctx.root_path,
+            parent_root,
+            &session,
+            &mut counts,
+        )
+        .await?;
         let extra = after_walk().await?;
-        for (name, bytes) in extra.root_files {
-            let mut node = node_from(OsStr::new(&name), ctx.root_md, NodeKind::File);
-            node.mode = 0o600;
-            node.size = bytes.len() as u64;
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            (node.mtime, node.mtime_nsec) = (now.as_secs() as i64, now.subsec_nanos());
-            (node.ctime, node.ctime_nsec) = (node.mtime, node.mtime_nsec);
-            node.inode = 0;
-            counts.files += 1;
-            counts.logical_bytes += node.size;
-            if !bytes.is_empty() {
-                let h = handle.clone();
-                node.content = vec![
-                    tokio::task::spawn_blocking(move || h.store(BlobType::Data, bytes))
-                        .await
-                        .map_err(|e| Error::internal(format!("storing {name}: {e}")))??,
-                ];
-            }
-            nodes.retain(|n| n.name != node.name);
-            nodes.push(node);
-        }
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let h = handle.clone();
-        let tree =
-            tokio::task::spawn_blocking(move || h.store(BlobType::Tree, Tree { nodes }.encode()))
-                .await
-                .map_err(|e| Error::internal(format!("storing the root tree: {e}")))??;
+        let tree = store_root(&session, ctx.root_md, nodes, extra.root_files, &mut counts).await?;
         Ok::<_, Error>((tree, extra.postgres))
     }
     .await;
-    drop(handle);
     // Flush whatever was stored even when the walk failed: the next backup
     // then reuses it.
     let stats = session.finish().await;
@@ -628,6 +707,7 @@ where
             new_packs: stats.new_packs,
             duration_secs: ctx.started.elapsed().as_secs_f64(),
             checksum_failures: std::mem::take(&mut counts.checksum_failures),
+            skipped: std::mem::take(&mut counts.skipped),
         },
         postgres,
     };

@@ -5,4 +5,5 @@
 //! from `postgres`.
 
 pub mod backup;
+pub mod pool;
 pub mod restore;

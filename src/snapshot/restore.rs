@@ -3,9 +3,22 @@
 //! reading runs of adjacent blobs with one ranged get, opening every blob and
 //! checking its id before a byte of it is written. A file whose data fails a
 //! check is removed, and the error names the file, the blob and the pack:
-//! nothing is ever left holding unverified bytes. Directory modes and times are
-//! applied last, deepest first, because writing into a directory changes its
-//! mtime.
+//! nothing is ever left holding unverified bytes. Directory modes and times
+//! are applied last, deepest first, because writing into a directory changes
+//! its mtime.
+//!
+//! Restore never writes through a link it finds in the target: a new file
+//! is created exclusively (`O_NOFOLLOW`), a file being replaced is written
+//! beside it and renamed over it (replacing a symlink or a hard link
+//! itself, never what it points to), and a directory's place held by a
+//! symlink is refused, or replaced in a delta or overwrite restore.
+//! Metadata is applied through open descriptors, so a setuid mode can
+//! never land on a file outside the target.
+//!
+//! Zero-filled blocks are left as holes, so sparse files stay sparse, and
+//! files that were hard links to each other in the snapshot are restored as
+//! hard links again. A plain restore goes on past a damaged file and
+//! reports every file it could not restore at the end.
 //!
 //! A delta restore works over an existing copy: a file's blobs are compared
 //! with what is already on disk (by recomputing their ids), only blobs that
@@ -14,29 +27,33 @@
 //! left in their place (PostgreSQL tablespaces). This file knows nothing of
 //! PostgreSQL recovery settings.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::bounded;
 use filetime::FileTime;
 
+use crate::atomic_file::{AtomicFile, Publish};
 use crate::catalog::BlobLocation;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
-use crate::repo::Repo;
+use crate::repo::{Repo, lock};
+
+use super::pool::Pool;
 
 /// Largest ranged get made by joining adjacent blobs.
 const MAX_RUN: u64 = 16 << 20;
 /// Files restored at once.
 const WORKERS: usize = 4;
+/// Failed files named in the error; the rest are counted.
+const NAMED_FAILURES: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -52,6 +69,9 @@ pub struct RestoreOptions {
     /// Directories (by path relative to the snapshot root) restored into
     /// another directory, with a symlink to it left in their place.
     pub redirects: Vec<(String, PathBuf)>,
+    /// Stop at the first file that cannot be restored instead of going on
+    /// and reporting them all at the end.
+    pub fail_fast: bool,
 }
 
 impl RestoreOptions {
@@ -62,6 +82,7 @@ impl RestoreOptions {
             delta: false,
             owner: None,
             redirects: Vec::new(),
+            fail_fast: false,
         }
     }
 }
@@ -88,6 +109,42 @@ struct Counters {
     removed: AtomicU64,
 }
 
+/// What went wrong, shared by the walker and the workers.
+#[derive(Default)]
+struct Failures {
+    /// An error that stops the restore (storage down, disk full).
+    fatal: Mutex<Option<Error>>,
+    /// Files that could not be restored because their data is damaged.
+    files: Mutex<Vec<String>>,
+}
+
+impl Failures {
+    fn stopped(&self) -> bool {
+        self.fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Records `e` for the file at `path`: data damage is noted and the
+    /// restore goes on (unless `fail_fast`); anything else stops it.
+    fn record(&self, path: &Path, e: Error, fail_fast: bool) {
+        let damage = matches!(e.kind(), Kind::Corrupt | Kind::NotFound);
+        if damage && !fail_fast {
+            tracing::warn!("could not restore {}: {e}", path.display());
+            self.files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{}: {e}", path.display()));
+        } else {
+            self.fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    }
+}
+
 fn os_path(base: &Path, name: &[u8]) -> Result<PathBuf> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
@@ -100,26 +157,46 @@ fn os_path(base: &Path, name: &[u8]) -> Result<PathBuf> {
 }
 
 /// Whether this process may set owners.
-pub(crate) fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-fn apply_owner(path: &Path, n: &Node, owner: Option<(u32, u32)>) -> Result<()> {
+fn owner_of(n: &Node, owner: Option<(u32, u32)>) -> (u32, u32) {
+    owner.unwrap_or((n.uid, n.gid))
+}
+
+/// Owner, mode and times through an open descriptor: whatever the path
+/// names by now, only this file is touched.
+fn apply_meta_fd(f: &File, path: &Path, n: &Node, owner: Option<(u32, u32)>) -> Result<()> {
     if is_root() {
-        let (uid, gid) = owner.unwrap_or((n.uid, n.gid));
+        let (uid, gid) = owner_of(n, owner);
+        std::os::unix::fs::fchown(f, Some(uid), Some(gid))
+            .map_err(|e| Error::io(path.display(), e))?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(n.mode))
+        .map_err(|e| Error::io(path.display(), e))?;
+    let t = FileTime::from_unix_time(n.mtime, n.mtime_nsec);
+    filetime::set_file_handle_times(f, Some(t), Some(t)).map_err(|e| Error::io(path.display(), e))
+}
+
+/// A directory opened without following a symlink in its place.
+fn open_dir(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| Error::io(path.display(), e))
+}
+
+fn apply_link_meta(path: &Path, n: &Node, owner: Option<(u32, u32)>) -> Result<()> {
+    if is_root() {
+        let (uid, gid) = owner_of(n, owner);
         std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             .map_err(|e| Error::io(path.display(), e))?;
     }
-    Ok(())
-}
-
-fn apply_meta(path: &Path, n: &Node, owner: Option<(u32, u32)>) -> Result<()> {
-    apply_owner(path, n, owner)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(n.mode))
-        .map_err(|e| Error::io(path.display(), e))?;
     let t = FileTime::from_unix_time(n.mtime, n.mtime_nsec);
-    filetime::set_file_times(path, t, t).map_err(|e| Error::io(path.display(), e))
+    filetime::set_symlink_file_times(path, t, t).map_err(|e| Error::io(path.display(), e))
 }
 
 struct FileJob {
@@ -165,12 +242,76 @@ fn runs(repo: &Repo, ids: &[Id]) -> Result<Vec<Run>> {
     Ok(out)
 }
 
+/// Calls `each(plaintext)` for every blob of `ids`, in order, verified.
+fn for_each_blob(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    ids: &[Id],
+    mut each: impl FnMut(&Id, &[u8]) -> Result<()>,
+) -> Result<()> {
+    for run in runs(repo, ids)? {
+        let (start, len) = (run.start, run.end() - run.start);
+        let bytes = rt.block_on(repo.store().get_range(&layout::pack(&run.pack), start, len))?;
+        for (id, loc) in &run.blobs {
+            let at = (loc.offset as u64 - start) as usize;
+            let plain = repo.open_blob(id, loc, &bytes[at..at + loc.length as usize])?;
+            each(id, &plain)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the content `ids` name into `f` from offset 0, leaving
+/// zero-filled blocks as holes; returns the size.
+fn write_content(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    f: &File,
+    path: &Path,
+    ids: &[Id],
+) -> Result<u64> {
+    let mut at = 0u64;
+    for_each_blob(repo, rt, ids, |_, plain| {
+        if plain.iter().any(|b| *b != 0) {
+            f.write_all_at(plain, at)
+                .map_err(|e| Error::io(path.display(), e))?;
+        }
+        at += plain.len() as u64;
+        Ok(())
+    })?;
+    // The length makes trailing holes part of the file.
+    f.set_len(at).map_err(|e| Error::io(path.display(), e))?;
+    // Start writing back now, without waiting, so the disk works while the
+    // next file is decrypted; the final `syncfs` waits only for the tail.
+    // SAFETY: a plain syscall on a descriptor `f` keeps open.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+            0,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    Ok(at)
+}
+
 /// How the workers write files.
 #[derive(Clone, Copy)]
 struct WriteMode {
     overwrite: bool,
     delta: bool,
     owner: Option<(u32, u32)>,
+}
+
+fn check_size(path: &Path, n: u64, node: &Node) -> Result<()> {
+    if n != node.size {
+        return Err(Error::corrupt(format!(
+            "{}: restored {n} bytes but the snapshot records {}",
+            path.display(),
+            node.size
+        )));
+    }
+    Ok(())
 }
 
 fn restore_file(
@@ -180,80 +321,61 @@ fn restore_file(
     mode: WriteMode,
     c: &Counters,
 ) -> Result<()> {
-    if mode.delta {
-        match std::fs::symlink_metadata(&job.path) {
-            Ok(md) if md.is_file() => return restore_file_delta(repo, rt, job, mode, c),
-            Ok(md) => remove_any(&job.path, &md)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(job.path.display(), e)),
-        }
-    }
-    let overwrite = mode.overwrite || mode.delta;
     let path = &job.path;
-    let mut opts = OpenOptions::new();
-    opts.write(true).mode(0o600);
-    if overwrite {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(md) => Some(md),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(path.display(), e)),
+    };
+    // Reuse in place only a regular file that is not linked elsewhere:
+    // writing into a hard link would change the other name's file too.
+    if mode.delta
+        && let Some(md) = &existing
+        && md.is_file()
+        && md.nlink() == 1
+    {
+        return restore_file_delta(repo, rt, job, mode, c);
     }
-    let mut f = opts.open(path).map_err(|e| Error::io(path.display(), e))?;
-    let written = (|| -> Result<u64> {
-        let mut n = 0u64;
-        for run in runs(repo, &job.node.content)? {
-            let (start, len) = (run.start, run.end() - run.start);
-            let bytes =
-                rt.block_on(repo.store().get_range(&layout::pack(&run.pack), start, len))?;
-            for (id, loc) in &run.blobs {
-                let at = (loc.offset as u64 - start) as usize;
-                let plain = repo.open_blob(id, loc, &bytes[at..at + loc.length as usize])?;
-                f.write_all(&plain)
-                    .map_err(|e| Error::io(path.display(), e))?;
-                n += plain.len() as u64;
-            }
-            // Start writing this run back now, without waiting, so the disk
-            // works while the next run is decrypted; the final `syncfs` then
-            // waits only for the tail.
-            // SAFETY: a plain syscall on a descriptor `f` keeps open.
-            unsafe {
-                libc::sync_file_range(
-                    std::os::fd::AsRawFd::as_raw_fd(&f),
-                    0,
-                    0,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
-        Ok(n)
-    })();
-    match written {
-        Ok(n) => {
-            if n != job.node.size {
+    let written = if existing.is_some() && (mode.overwrite || mode.delta) {
+        // Beside it, then renamed over it: a symlink or hard link in its
+        // place is replaced, never written through.
+        let mut f = AtomicFile::create(path, 0o600).map_err(|e| Error::io(path.display(), e))?;
+        let n = write_content(repo, rt, f.file(), path, &job.node.content)?;
+        check_size(path, n, &job.node)?;
+        apply_meta_fd(f.file(), path, &job.node, mode.owner)?;
+        f.commit(Publish::Replace)
+            .map_err(|e| Error::io(path.display(), e))?;
+        n
+    } else {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        let r = write_content(repo, rt, &f, path, &job.node.content)
+            .and_then(|n| check_size(path, n, &job.node).map(|_| n))
+            .and_then(|n| apply_meta_fd(&f, path, &job.node, mode.owner).map(|_| n));
+        match r {
+            Ok(n) => n,
+            Err(e) => {
+                drop(f);
                 let _ = std::fs::remove_file(path);
-                return Err(Error::corrupt(format!(
-                    "{}: restored {n} bytes but the snapshot records {}",
-                    path.display(),
-                    job.node.size
+                return Err(e.context(format!(
+                    "restoring {} (the partial file was removed)",
+                    path.display()
                 )));
             }
-            drop(f);
-            apply_meta(path, &job.node, mode.owner)?;
-            c.files.fetch_add(1, Ordering::Relaxed);
-            c.bytes.fetch_add(n, Ordering::Relaxed);
-            Ok(())
         }
-        Err(e) => {
-            drop(f);
-            let _ = std::fs::remove_file(path);
-            Err(e.context(format!(
-                "restoring {} (the partial file was removed)",
-                path.display()
-            )))
-        }
-    }
+    };
+    c.files.fetch_add(1, Ordering::Relaxed);
+    c.bytes.fetch_add(written, Ordering::Relaxed);
+    Ok(())
 }
 
-/// Removes a file, symlink or whole directory.
+/// Removes a file, symlink or whole directory (a symlink is removed
+/// itself, never followed).
 fn remove_any(path: &Path, md: &std::fs::Metadata) -> Result<()> {
     let r = if md.is_dir() {
         std::fs::remove_dir_all(path)
@@ -273,15 +395,15 @@ fn restore_file_delta(
     mode: WriteMode,
     c: &Counters,
 ) -> Result<()> {
-    use std::os::unix::fs::FileExt;
     let path = &job.path;
     let f = OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| Error::io(path.display(), e))?;
     let done = (|| -> Result<(u64, u64)> {
-        let mut offsets = std::collections::HashMap::new();
+        let mut offsets: HashMap<Id, Vec<u64>> = HashMap::new();
         let mut stale = Vec::new();
         let mut at = 0u64;
         let mut buf = Vec::new();
@@ -296,45 +418,32 @@ fn restore_file_delta(
             };
             if !same {
                 stale.push(*id);
-                offsets.entry(*id).or_insert_with(Vec::new).push(at);
+                offsets.entry(*id).or_default().push(at);
             }
             at += len as u64;
         }
         let mut written = 0u64;
         stale.dedup();
-        for run in runs(repo, &stale)? {
-            let (start, len) = (run.start, run.end() - run.start);
-            let bytes =
-                rt.block_on(repo.store().get_range(&layout::pack(&run.pack), start, len))?;
-            for (id, loc) in &run.blobs {
-                let from = (loc.offset as u64 - start) as usize;
-                let plain = repo.open_blob(id, loc, &bytes[from..from + loc.length as usize])?;
-                for off in offsets.remove(id).unwrap_or_default() {
-                    f.write_all_at(&plain, off)
-                        .map_err(|e| Error::io(path.display(), e))?;
-                    written += plain.len() as u64;
-                }
+        for_each_blob(repo, rt, &stale, |id, plain| {
+            for off in offsets.remove(id).unwrap_or_default() {
+                f.write_all_at(plain, off)
+                    .map_err(|e| Error::io(path.display(), e))?;
+                written += plain.len() as u64;
             }
-        }
+            Ok(())
+        })?;
         f.set_len(at).map_err(|e| Error::io(path.display(), e))?;
+        check_size(path, at, &job.node)?;
+        apply_meta_fd(&f, path, &job.node, mode.owner)?;
         Ok((at, written))
     })();
     drop(f);
     match done {
-        Ok((size, written)) if size == job.node.size => {
-            apply_meta(path, &job.node, mode.owner)?;
+        Ok((size, written)) => {
             c.files.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(written, Ordering::Relaxed);
             c.reused_bytes.fetch_add(size - written, Ordering::Relaxed);
             Ok(())
-        }
-        Ok((size, _)) => {
-            let _ = std::fs::remove_file(path);
-            Err(Error::corrupt(format!(
-                "{}: restored {size} bytes but the snapshot records {}",
-                path.display(),
-                job.node.size
-            )))
         }
         Err(e) => {
             let _ = std::fs::remove_file(path);
@@ -398,7 +507,9 @@ fn sync_filesystem(target: &Path) -> Result<()> {
 }
 
 /// Creates directory `path`, or in a delta or overwrite restore accepts the
-/// one already there (replacing anything else in its place).
+/// directory already there. Anything else in its place — a symlink above
+/// all, which would lead the restore outside the target — is refused, or
+/// replaced in a delta or overwrite restore.
 fn make_dir(path: &Path, mode: WriteMode) -> Result<()> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
@@ -407,7 +518,7 @@ fn make_dir(path: &Path, mode: WriteMode) -> Result<()> {
             if md.is_dir() && (mode.overwrite || mode.delta) {
                 return Ok(());
             }
-            if !mode.delta {
+            if !(mode.overwrite || mode.delta) {
                 return Err(Error::io(path.display(), e));
             }
             remove_any(path, &md)?;
@@ -428,70 +539,45 @@ fn make_symlink(path: &Path, target: &std::ffi::OsStr, mode: WriteMode) -> Resul
     std::os::unix::fs::symlink(target, path).map_err(|e| Error::io(path.display(), e))
 }
 
-/// Restores `snap` into `opts.target`. Runs inside a tokio runtime.
-pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Result<RestoreStats> {
-    check_target(&opts)?;
-    let root_tree = snap.tree()?;
-    let rt = tokio::runtime::Handle::current();
-    let (tx, rx) = bounded::<FileJob>(64);
-    let counters = Arc::new(Counters::default());
-    let failure: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
-    let mode = WriteMode {
-        overwrite: opts.overwrite,
-        delta: opts.delta,
-        owner: opts.owner,
-    };
-    let mut workers = Vec::new();
-    for i in 0..WORKERS {
-        let rx = rx.clone();
-        let repo = repo.clone();
-        let rt = rt.clone();
-        let c = counters.clone();
-        let failure = failure.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("walden-restore-{i}"))
-                .spawn(move || {
-                    for job in rx {
-                        if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                            continue;
-                        }
-                        if let Err(e) = restore_file(&repo, &rt, &job, mode, &c) {
-                            failure
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                        }
-                    }
-                })
-                .map_err(|e| Error::internal(format!("spawn restorer: {e}")))?,
-        );
-    }
-    drop(rx);
-    let walk_repo = repo.clone();
-    let target = opts.target.clone();
-    let redirects = opts.redirects.clone();
-    let c = counters.clone();
-    let walk_failure = failure.clone();
-    let walked = tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, Node)>> {
-        let rt = tokio::runtime::Handle::current();
-        let mut dirs = Vec::new();
+/// What the walk leaves for after the files are written.
+#[derive(Default)]
+struct Walked {
+    /// Directories to give their metadata, with their nodes.
+    dirs: Vec<(PathBuf, Node)>,
+    /// Hard links to make: (new name, name of the file it shares).
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Walks the snapshot's trees, making directories and symlinks and handing
+/// files to the workers.
+struct Walk<'a> {
+    repo: &'a Repo,
+    rt: tokio::runtime::Handle,
+    mode: WriteMode,
+    redirects: &'a [(String, PathBuf)],
+    jobs: crossbeam_channel::Sender<FileJob>,
+    counters: &'a Counters,
+    failures: &'a Failures,
+}
+
+impl Walk<'_> {
+    fn run(&self, target: PathBuf, root_tree: Id) -> Result<Walked> {
+        let mut out = Walked::default();
+        // The first name restored for each (device, inode) of the backup.
+        let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
         // Depth-first with an explicit stack of (directory path, path
         // relative to the root, tree id).
         let mut stack = vec![(target, String::new(), root_tree)];
         while let Some((dir, rel_dir, tree_id)) = stack.pop() {
-            if walk_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-            {
+            if self.failures.stopped() {
                 break;
             }
-            let tree = rt
-                .block_on(walk_repo.read_tree(&tree_id))
+            let tree = self
+                .rt
+                .block_on(self.repo.read_tree(&tree_id))
                 .map_err(|e| e.context(format!("reading directory {}", dir.display())))?;
-            if mode.delta {
-                remove_extra(&dir, &tree, &c)?;
+            if self.mode.delta {
+                remove_extra(&dir, &tree, self.counters)?;
             }
             for node in tree.nodes {
                 let path = os_path(&dir, &node.name)?;
@@ -506,81 +592,160 @@ pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Resu
                         let sub = node.subtree.ok_or_else(|| {
                             Error::corrupt(format!("{}: directory without a tree", path.display()))
                         })?;
-                        let mut into = path.clone();
-                        if let Some((_, elsewhere)) = redirects.iter().find(|(r, _)| *r == rel) {
-                            // The caller checked it is missing or empty, or
-                            // asked for a delta restore into it.
-                            if let Ok(md) = std::fs::symlink_metadata(elsewhere)
-                                && !md.is_dir()
-                            {
-                                if !mode.delta {
-                                    return Err(Error::invalid(format!(
-                                        "{} is not a directory",
-                                        elsewhere.display()
-                                    )));
-                                }
-                                remove_any(elsewhere, &md)?;
-                            }
-                            std::fs::create_dir_all(elsewhere)
-                                .map_err(|e| Error::io(elsewhere.display(), e))?;
-                            let linked = std::fs::read_link(&path).ok();
-                            if linked.as_deref() != Some(elsewhere.as_path()) {
-                                make_symlink(&path, elsewhere.as_os_str(), mode)?;
-                            }
-                            apply_owner(&path, &node, mode.owner)?;
-                            into = elsewhere.clone();
-                        } else {
-                            make_dir(&path, mode)?;
-                        }
-                        c.dirs.fetch_add(1, Ordering::Relaxed);
+                        let into = self.dir(&path, &rel, &node)?;
+                        self.counters.dirs.fetch_add(1, Ordering::Relaxed);
                         stack.push((into.clone(), rel, sub));
-                        dirs.push((into, node));
+                        out.dirs.push((into, node));
                     }
-                    NodeKind::Symlink => {
-                        let target = node.target.as_ref().ok_or_else(|| {
-                            Error::corrupt(format!("{}: symlink without a target", path.display()))
-                        })?;
-                        make_symlink(&path, std::ffi::OsStr::from_bytes(target), mode)?;
-                        apply_owner(&path, &node, mode.owner)?;
-                        let t = FileTime::from_unix_time(node.mtime, node.mtime_nsec);
-                        filetime::set_symlink_file_times(&path, t, t)
-                            .map_err(|e| Error::io(path.display(), e))?;
-                        c.symlinks.fetch_add(1, Ordering::Relaxed);
-                    }
+                    NodeKind::Symlink => self.symlink(&path, &node)?,
                     NodeKind::File => {
-                        if tx.send(FileJob { path, node }).is_err() {
-                            break;
+                        if node.inode != 0 {
+                            if let Some(first) = inodes.get(&(node.dev, node.inode)) {
+                                out.links.push((path, first.clone()));
+                                continue;
+                            }
+                            inodes.insert((node.dev, node.inode), path.clone());
+                        }
+                        if self.jobs.send(FileJob { path, node }).is_err() {
+                            return Ok(out);
                         }
                     }
                 }
             }
         }
-        drop(tx);
-        Ok(dirs)
+        Ok(out)
+    }
+
+    /// Makes the directory of `node` at `path` (or where it is redirected,
+    /// with a symlink left at `path`); returns where its entries go.
+    fn dir(&self, path: &Path, rel: &str, node: &Node) -> Result<PathBuf> {
+        let Some((_, elsewhere)) = self.redirects.iter().find(|(r, _)| r == rel) else {
+            make_dir(path, self.mode)?;
+            return Ok(path.to_path_buf());
+        };
+        // The caller checked it is missing or empty, or asked for a delta
+        // restore into it.
+        if let Ok(md) = std::fs::symlink_metadata(elsewhere)
+            && !md.is_dir()
+        {
+            if !self.mode.delta {
+                return Err(Error::invalid(format!(
+                    "{} is not a directory",
+                    elsewhere.display()
+                )));
+            }
+            remove_any(elsewhere, &md)?;
+        }
+        std::fs::create_dir_all(elsewhere).map_err(|e| Error::io(elsewhere.display(), e))?;
+        let linked = std::fs::read_link(path).ok();
+        if linked.as_deref() != Some(elsewhere.as_path()) {
+            make_symlink(path, elsewhere.as_os_str(), self.mode)?;
+        }
+        apply_link_meta(path, node, self.mode.owner)?;
+        Ok(elsewhere.clone())
+    }
+
+    fn symlink(&self, path: &Path, node: &Node) -> Result<()> {
+        let target = node.target.as_ref().ok_or_else(|| {
+            Error::corrupt(format!("{}: symlink without a target", path.display()))
+        })?;
+        make_symlink(path, std::ffi::OsStr::from_bytes(target), self.mode)?;
+        apply_link_meta(path, node, self.mode.owner)?;
+        self.counters.symlinks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Makes the hard links the walk found, once the files they share exist.
+fn make_links(links: &[(PathBuf, PathBuf)], mode: WriteMode, failures: &Failures) -> Result<()> {
+    for (path, first) in links {
+        if let Ok(md) = std::fs::symlink_metadata(path)
+            && (mode.overwrite || mode.delta)
+        {
+            remove_any(path, &md)?;
+        }
+        if let Err(e) = std::fs::hard_link(first, path) {
+            failures.record(path, Error::io(path.display(), e), false);
+        }
+    }
+    Ok(())
+}
+
+/// Restores `snap` into `opts.target`. Runs inside a tokio runtime. The
+/// caller holds whatever lock it needs.
+pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Result<RestoreStats> {
+    check_target(&opts)?;
+    let root_tree = snap.tree()?;
+    let counters = Arc::new(Counters::default());
+    let failures = Arc::new(Failures::default());
+    let mode = WriteMode {
+        overwrite: opts.overwrite,
+        delta: opts.delta,
+        owner: opts.owner,
+    };
+    let fail_fast = opts.fail_fast;
+    let (r, rt, c, f) = (
+        repo.clone(),
+        tokio::runtime::Handle::current(),
+        counters.clone(),
+        failures.clone(),
+    );
+    let workers = Pool::start("walden-restore", WORKERS, 64, move |job: FileJob| {
+        if f.stopped() {
+            return;
+        }
+        if let Err(e) = restore_file(&r, &rt, &job, mode, &c) {
+            f.record(&job.path, e, fail_fast);
+        }
+    })?;
+    let jobs = workers.sender();
+    let (target, redirects, c, f) = (
+        opts.target.clone(),
+        opts.redirects.clone(),
+        counters.clone(),
+        failures.clone(),
+    );
+    let walked = tokio::task::spawn_blocking(move || {
+        let w = Walk {
+            repo: &repo,
+            rt: tokio::runtime::Handle::current(),
+            mode,
+            redirects: &redirects,
+            jobs,
+            counters: &c,
+            failures: &f,
+        };
+        let r = w.run(target, root_tree);
+        drop(w);
+        workers.finish();
+        r
     })
     .await
     .map_err(|e| Error::internal(format!("restore walker: {e}")))?;
-    let joined = tokio::task::spawn_blocking(move || {
-        for w in workers {
-            let _ = w.join();
-        }
-    })
-    .await;
-    joined.map_err(|e| Error::internal(format!("restore workers: {e}")))?;
-    if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(e) = failures
+        .fatal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
         return Err(e);
     }
-    let mut dirs = walked?;
-    // Deepest first, so setting a parent's mtime comes after its children.
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (path, node) in &dirs {
-        apply_meta(path, node, mode.owner)?;
-    }
-    apply_meta(&opts.target, &snap.root, mode.owner)?;
-    sync_filesystem(&opts.target)?;
-    // Redirected directories may live on other filesystems.
-    for (_, elsewhere) in &opts.redirects {
-        sync_filesystem(elsewhere)?;
+    let walked = walked?;
+    make_links(&walked.links, mode, &failures)?;
+    finish_dirs(walked.dirs, &opts, snap, mode)?;
+    let failed = std::mem::take(&mut *failures.files.lock().unwrap_or_else(|p| p.into_inner()));
+    if !failed.is_empty() {
+        let more = failed.len().saturating_sub(NAMED_FAILURES);
+        return Err(Error::corrupt(format!(
+            "{} file(s) could not be restored (everything else was): {}{}",
+            failed.len(),
+            failed[..failed.len().min(NAMED_FAILURES)].join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        )));
     }
     Ok(RestoreStats {
         files: counters.files.load(Ordering::Relaxed),
@@ -590,4 +755,45 @@ pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Resu
         reused_bytes: counters.reused_bytes.load(Ordering::Relaxed),
         removed: counters.removed.load(Ordering::Relaxed),
     })
+}
+
+/// Gives directories their metadata, deepest first (writing into a
+/// directory changes its mtime), and makes it all durable.
+fn finish_dirs(
+    mut dirs: Vec<(PathBuf, Node)>,
+    opts: &RestoreOptions,
+    snap: &Snapshot,
+    mode: WriteMode,
+) -> Result<()> {
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (path, node) in &dirs {
+        apply_meta_fd(&open_dir(path)?, path, node, mode.owner)?;
+    }
+    apply_meta_fd(
+        &open_dir(&opts.target)?,
+        &opts.target,
+        &snap.root,
+        mode.owner,
+    )?;
+    sync_filesystem(&opts.target)?;
+    // Redirected directories may live on other filesystems.
+    for (_, elsewhere) in &opts.redirects {
+        sync_filesystem(elsewhere)?;
+    }
+    Ok(())
+}
+
+/// Restores snapshot `spec` (an id, a unique prefix or `latest`) into
+/// `opts.target`, under a shared lock when `lock` (reading unlocked, with a
+/// warning, when the repository cannot be written).
+pub async fn restore_snapshot(
+    repo: Arc<Repo>,
+    spec: &str,
+    opts: RestoreOptions,
+    lock: bool,
+) -> Result<(Id, RestoreStats)> {
+    let (id, snap) = repo.find_snapshot(spec)?;
+    let r = repo.clone();
+    let stats = lock::read_locked(&r, lock, async || run(repo, &snap, opts).await).await?;
+    Ok((id, stats))
 }

@@ -385,7 +385,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), Kind::Unavailable);
-        assert!(e.to_string().contains("No space left"), "{e}");
+        assert!(e.to_string().contains("no space left"), "{e}");
         let f = Faulty::new(
             Arc::new(Local::new(d.path().to_path_buf())),
             Plan::parse("list=lag:60000,get=cut").unwrap(),

@@ -32,6 +32,12 @@ impl Archive {
         hand_over(dir);
         let config = dir.join("walden.toml");
         std::fs::write(dir.join("password"), "archive password\n").unwrap();
+        // As a DBA keeps it: readable by the server's user only.
+        std::fs::set_permissions(
+            dir.join("password"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         std::fs::write(
             &config,
             format!(

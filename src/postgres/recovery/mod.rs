@@ -40,6 +40,18 @@ pub struct Request {
     pub owner: Option<(u32, u32)>,
     /// The `restore_command` the restored server runs to fetch WAL.
     pub restore_command: String,
+    /// Hold a shared lock while restoring; without it (or on read-only
+    /// storage) the restore reads unlocked.
+    pub lock: bool,
+}
+
+/// Whether restoring `spec` (a snapshot, `latest`, or none: chosen by the
+/// target) means restoring a PostgreSQL base backup for recovery.
+pub fn is_postgres_restore(repo: &Repo, spec: Option<&str>) -> Result<bool> {
+    Ok(match spec {
+        None | Some("latest") => repo.snapshots()?.iter().any(|(_, s)| s.postgres.is_some()),
+        Some(spec) => repo.find_snapshot(spec)?.1.postgres.is_some(),
+    })
 }
 
 /// The backup chosen and what was proven about the WAL.
@@ -244,7 +256,7 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
     };
     let path = archive.history(tli)?;
     let points = match &req.target {
-        Some(Target::Name(_)) => archive::points(repo).await?,
+        Some(Target::Name(_)) => crate::postgres::points::all(repo).await?,
         _ => Vec::new(),
     };
     let position = target_position(&req.target, &points, &sysid, &path);
@@ -557,8 +569,13 @@ fn clean_up(dirs: &[PathBuf]) {
     }
 }
 
-/// Plans, restores and configures recovery.
+/// Plans, restores and configures recovery, under a shared lock.
 pub async fn run(repo: Arc<Repo>, req: Request) -> Result<Outcome> {
+    let r = repo.clone();
+    crate::repo::lock::read_locked(&r, req.lock, async || run_unlocked(repo, req).await).await
+}
+
+async fn run_unlocked(repo: Arc<Repo>, req: Request) -> Result<Outcome> {
     let plan = plan(&repo, &req).await?;
     check_targets(&req, &plan)?;
     let (_, snap) = repo.find_snapshot(&plan.snapshot.to_hex())?;
@@ -577,6 +594,8 @@ pub async fn run(repo: Arc<Repo>, req: Request) -> Result<Outcome> {
             .iter()
             .map(|(oid, dir)| (format!("pg_tblspc/{oid}"), dir.clone()))
             .collect(),
+        // A data directory missing one file is no use: stop at the first.
+        fail_fast: true,
         ..RestoreOptions::new(req.to.clone())
     };
     let mut written_into = vec![req.to.clone()];

@@ -1,7 +1,7 @@
-//! The PostgreSQL side of the command line: the recovery flags of `restore`
-//! and how they become a [`walden::postgres::recovery::Request`] (including the
-//! `restore_command` the restored server will run), `restore-point`, and
-//! `info`. Parsing and printing only; the work is the library's.
+//! `walden restore`: a plain snapshot into a directory, or a PostgreSQL
+//! base backup for recovery to a target. The recovery flags become a
+//! [`Request`], including the `restore_command` the restored server will
+//! run; choosing the backup, proving the WAL and writing are the library's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,14 +13,73 @@ use walden::error::{Error, Result};
 use walden::pg::lsn::Lsn;
 use walden::pg::recovery_settings::{Action, Target, TimelineTarget, parse_time};
 use walden::postgres::recovery::{self, Request};
-use walden::repo::{Repo, lock};
+use walden::repo::Repo;
+use walden::snapshot::restore::{self as tree_restore, RestoreOptions};
 
-use super::{Global, Settings, human_bytes, print_json};
+use super::output::{human_bytes, print_json};
+use super::settings::{Global, Settings};
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique prefix, or `latest` (default: for PostgreSQL, the
+    /// newest backup that can reach the target)
+    snapshot: Option<String>,
+    /// Target directory (created if missing; must be empty unless --delta or --overwrite)
+    #[arg(long)]
+    to: PathBuf,
+    /// Restore into a non-empty directory, replacing files of the same names
+    #[arg(long, conflicts_with = "delta")]
+    overwrite: bool,
+    /// Reuse files in the target that match, rewrite what differs, remove the rest
+    #[arg(long)]
+    delta: bool,
+    /// Do not lock the repository (for read-only storage)
+    #[arg(long)]
+    no_lock: bool,
+    #[command(flatten)]
+    recovery: RecoveryArgs,
+}
+
+pub async fn run(s: &Settings, a: RestoreArgs) -> Result<i32> {
+    let repo = Arc::new(s.open().await?);
+    if recovery::is_postgres_restore(&repo, a.snapshot.as_deref())? {
+        let req = recovery_request(
+            &s.global, s, a.snapshot, a.to, a.delta, !a.no_lock, a.recovery,
+        )?;
+        return restore_postgres(s, repo, req).await;
+    }
+    a.recovery.refuse_for_plain_snapshot()?;
+    if a.delta {
+        return Err(Error::invalid(
+            "--delta is for PostgreSQL backups; use --overwrite for a plain snapshot",
+        ));
+    }
+    let opts = RestoreOptions {
+        overwrite: a.overwrite,
+        ..RestoreOptions::new(a.to.clone())
+    };
+    let spec = a.snapshot.as_deref().unwrap_or("latest");
+    let (id, stats) = tree_restore::restore_snapshot(repo, spec, opts, !a.no_lock).await?;
+    if s.json {
+        print_json(&json!({"snapshot": id, "target": a.to, "stats": stats}));
+    } else {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}",
+            id.short(),
+            a.to.display(),
+            stats.files,
+            stats.dirs,
+            stats.symlinks,
+            human_bytes(stats.bytes)
+        );
+    }
+    Ok(0)
+}
 
 /// Recovery flags of `restore`; at most one target.
 #[derive(Args, Debug, Default)]
 #[group(skip)]
-pub struct RecoveryArgs {
+struct RecoveryArgs {
     /// Replay to this moment; needs a time zone (2026-11-22 10:15:00+01)
     #[arg(long, group = "recovery_target")]
     target_time: Option<String>,
@@ -87,7 +146,7 @@ impl RecoveryArgs {
     }
 
     /// Refuses recovery flags for a snapshot that is not a PostgreSQL backup.
-    pub fn refuse_for_plain_snapshot(&self) -> Result<()> {
+    fn refuse_for_plain_snapshot(&self) -> Result<()> {
         let used = self.target()?.is_some()
             || self.target_timeline != "latest"
             || self.target_action.is_some()
@@ -204,12 +263,13 @@ fn owner(spec: &str) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
-pub fn recovery_request(
+fn recovery_request(
     g: &Global,
     s: &Settings,
     snapshot: Option<String>,
     to: PathBuf,
     delta: bool,
+    lock: bool,
     a: RecoveryArgs,
 ) -> Result<Request> {
     let target = a.target()?;
@@ -239,15 +299,12 @@ pub fn recovery_request(
         delta,
         owner: a.owner.as_deref().map(owner).transpose()?,
         restore_command,
+        lock,
     })
 }
 
-pub async fn restore(s: &Settings, repo: Arc<Repo>, req: Request) -> Result<i32> {
-    let guard = lock::acquire(&repo, false).await?;
-    let r = recovery::run(repo.clone(), req.clone()).await;
-    let released = guard.release().await;
-    let out = r?;
-    released?;
+async fn restore_postgres(s: &Settings, repo: Arc<Repo>, req: Request) -> Result<i32> {
+    let out = recovery::run(repo, req.clone()).await?;
     for w in &out.plan.warnings {
         eprintln!("walden: warning: {w}");
     }
@@ -312,109 +369,4 @@ pub async fn restore(s: &Settings, repo: Arc<Repo>, req: Request) -> Result<i32>
         );
     }
     Ok(0)
-}
-
-pub async fn restore_point(
-    s: &Settings,
-    repo: &Repo,
-    name: &str,
-    connect: walden::postgres::cluster::ConnectOptions,
-) -> Result<()> {
-    if name.is_empty() || name.len() >= 64 {
-        return Err(Error::invalid("a restore point name has 1 to 63 bytes"));
-    }
-    let cluster = walden::postgres::cluster::Cluster::connect(&connect).await?;
-    let info = cluster.info().await?;
-    let (lsn, timeline) = cluster.create_restore_point(name).await?;
-    let point = walden::format::point::RestorePoint {
-        version: walden::format::VERSION,
-        name: name.to_string(),
-        lsn,
-        timeline,
-        time: walden::format::format_time(std::time::SystemTime::now()),
-        system_identifier: info.system_identifier,
-        host: walden::repo::host_name(),
-    };
-    walden::postgres::wal_archive::save_point(repo, &point).await?;
-    if s.json {
-        print_json(&serde_json::to_value(&point).expect("serializes"));
-    } else {
-        println!(
-            "restore point {:?} at {} on timeline {}",
-            point.name, point.lsn, point.timeline
-        );
-    }
-    Ok(())
-}
-
-pub async fn info(s: &Settings, repo: &Repo) -> Result<()> {
-    let c = walden::postgres::info::report(repo).await?;
-    if s.json {
-        print_json(&serde_json::to_value(&c).expect("serializes"));
-        return Ok(());
-    }
-    let short_time = |t: &str| t.get(..19).unwrap_or(t).replace('T', " ");
-    for cl in &c.clusters {
-        println!("cluster {}", cl.system_identifier);
-        println!(
-            "  {:<8}  {:<11}  {:>3}  {:<19}  {:<19}  {:<12}  {:>9}  {:>9}",
-            "backup", "type", "tli", "started", "ended", "stop LSN", "size", "added"
-        );
-        for b in &cl.backups {
-            println!(
-                "  {:<8}  {:<11}  {:>3}  {:<19}  {:<19}  {:<12}  {:>9}  {:>9}",
-                b.id.short(),
-                b.backup_type,
-                b.timeline,
-                short_time(&b.start_time),
-                short_time(&b.stop_time),
-                b.stop_lsn,
-                human_bytes(b.logical_bytes),
-                human_bytes(b.new_stored_bytes)
-            );
-        }
-        if cl.windows.is_empty() {
-            println!("  restorable: nothing (no backup has its WAL archived)");
-        }
-        for w in &cl.windows {
-            println!(
-                "  restorable on timeline {}: any moment from {} ({}) to {} ({}); then {} is {}",
-                w.timeline,
-                short_time(&w.from_time),
-                w.from_lsn,
-                short_time(&w.to_time),
-                w.to_lsn,
-                w.ends_before,
-                if w.gap {
-                    "MISSING while later WAL exists (a gap)"
-                } else {
-                    "not archived yet"
-                }
-            );
-        }
-    }
-    if c.clusters.is_empty() {
-        println!("no PostgreSQL base backups");
-    }
-    for t in &c.timelines {
-        println!(
-            "WAL timeline {}{}: {} segment(s){}{}",
-            t.timeline,
-            match (&t.parent, &t.branched_at) {
-                (Some(p), Some(at)) => format!(" (from timeline {p} at {at})"),
-                _ => String::new(),
-            },
-            t.segments,
-            match (&t.first, &t.last) {
-                (Some(f), Some(l)) => format!(", {f} to {l}"),
-                _ => String::new(),
-            },
-            if t.missing.is_empty() {
-                String::new()
-            } else {
-                format!(", missing: {}", t.missing.join(" "))
-            }
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,189 @@
+//! Where a command's settings come from: the global flags, then the
+//! environment, then the `--config` file. Resolves the repository, the
+//! password (never from the command line), and the cache directory, which
+//! falls back to a temporary one with a warning when the usual one cannot
+//! be written.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use walden::error::{Error, Result};
+use walden::repo::Repo;
+use walden::store::Store;
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Repository: a path, s3://bucket/prefix or gs://bucket/prefix
+    #[arg(long, global = true, env = "WALDEN_REPO")]
+    pub repo: Option<String>,
+    /// TOML config file with repo, password_file and cache_dir
+    #[arg(long, global = true, env = "WALDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// File whose first line is the repository password
+    #[arg(long, global = true, env = "WALDEN_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Directory of the local catalog cache
+    #[arg(long, global = true, env = "WALDEN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print results as JSON on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on standard error (repeat for debug output)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The `--config` file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    repo: Option<String>,
+    password_file: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+}
+
+pub struct Settings {
+    pub repo: String,
+    /// Whether `repo` came from the config file rather than a flag or
+    /// the environment.
+    pub repo_from_config: bool,
+    pub password_file_from_config: bool,
+    pub password_file: Option<PathBuf>,
+    pub cache_dir: PathBuf,
+    pub json: bool,
+    pub global: Global,
+}
+
+/// The line of byte offset `at` in `text`, 1-based.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("config file {}", path.display()), e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(format!(
+            "config file {}: not UTF-8 text (bad byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| format!(" line {}:", line_of(&text, s.start)))
+            .unwrap_or_default();
+        // toml's own message spans several lines with a source excerpt;
+        // one line is what cron mail and PostgreSQL's log can show.
+        let msg = e.message().replace('\n', " ");
+        Error::invalid(format!("config file {}:{line} {msg}", path.display()))
+    })
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("walden");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("walden");
+    }
+    std::env::temp_dir().join("walden-cache")
+}
+
+pub fn settings(g: &Global) -> Result<Settings> {
+    let file = match &g.config {
+        Some(p) => read_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let repo_from_config = g.repo.is_none() && file.repo.is_some();
+    let password_file_from_config = g.password_file.is_none() && file.password_file.is_some();
+    let repo = g.repo.clone().or(file.repo).ok_or_else(|| {
+        Error::invalid(
+            "no repository given: pass --repo, set WALDEN_REPO, or name one in the --config file",
+        )
+    })?;
+    Ok(Settings {
+        repo,
+        repo_from_config,
+        password_file_from_config,
+        password_file: g.password_file.clone().or(file.password_file),
+        cache_dir: g
+            .cache_dir
+            .clone()
+            .or(file.cache_dir)
+            .unwrap_or_else(default_cache),
+        json: g.json,
+        global: g.clone(),
+    })
+}
+
+pub fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("{what} file {}", path.display()), e))?;
+    if let Ok(md) = file.metadata() {
+        use std::os::unix::fs::PermissionsExt;
+        if md.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(
+                "{what} file {} is readable by every user on this machine; chmod o-r it",
+                path.display()
+            );
+        }
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::io::Read::read_to_end(&mut &file, &mut bytes)
+        .map_err(|e| Error::io(format!("{what} file {}", path.display()), e))?;
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(Error::invalid(format!(
+            "{what} file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(zeroize::Zeroizing::new(line.to_vec()))
+}
+
+impl Settings {
+    /// The password: `WALDEN_PASSWORD`, else the password file. Never an
+    /// argument.
+    pub fn password(&self) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        if let Ok(p) = std::env::var("WALDEN_PASSWORD")
+            && !p.is_empty()
+        {
+            return Ok(zeroize::Zeroizing::new(p.into_bytes()));
+        }
+        match &self.password_file {
+            Some(f) => read_secret_file(f, "password"),
+            None => Err(Error::invalid(
+                "no password: set WALDEN_PASSWORD or WALDEN_PASSWORD_FILE, or pass --password-file",
+            )),
+        }
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Store::open(&self.repo)
+    }
+
+    /// Opens the repository and brings its catalog up to date.
+    pub async fn open(&self) -> Result<Repo> {
+        Repo::open(self.store()?, &self.password()?, &self.cache_dir).await
+    }
+}
+
+/// A new password: `WALDEN_NEW_PASSWORD`, else the file given.
+pub fn new_password(file: &Option<PathBuf>) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    if let Ok(p) = std::env::var("WALDEN_NEW_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(zeroize::Zeroizing::new(p.into_bytes()));
+    }
+    match file {
+        Some(f) => read_secret_file(f, "new password"),
+        None => Err(Error::invalid(
+            "no new password: set WALDEN_NEW_PASSWORD or pass --new-password-file",
+        )),
+    }
+}

@@ -1,0 +1,130 @@
+//! `walden wal-push` (PostgreSQL's `archive_command`), `walden wal-fetch`
+//! (its `restore_command`) and the hidden `wal-prefetch` that wal-fetch
+//! starts in the background. wal-fetch exits 1, silently, only when the
+//! file is not archived; `main` turns every other failure into an exit
+//! above 125, which stops recovery instead of ending it early.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use walden::error::Result;
+use walden::postgres::wal::{self, spool::Spool};
+use walden::repo::Repo;
+
+use super::output::print_json;
+use super::settings::{Global, Settings};
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Path of the WAL file (PostgreSQL's %p)
+    path: PathBuf,
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// WAL file name (PostgreSQL's %f)
+    name: String,
+    /// Where to write it (PostgreSQL's %p)
+    dest: PathBuf,
+    /// After fetching a segment, fetch this many of the next ones into
+    /// the local spool in the background (0: none)
+    #[arg(long, default_value_t = 8)]
+    prefetch: u64,
+}
+
+#[derive(Args)]
+pub struct PrefetchArgs {
+    after: String,
+    #[arg(long, default_value_t = 8)]
+    count: u64,
+}
+
+pub async fn push(s: &Settings, a: PushArgs) -> Result<i32> {
+    let repo = Arc::new(Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?);
+    let outcome = wal::push::push(repo, &a.path).await?;
+    if s.json {
+        print_json(&serde_json::to_value(&outcome).expect("serializes"));
+    }
+    Ok(0)
+}
+
+pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
+    let name = walden::pg::walname::WalName::parse(&a.name)?;
+    let spool = Spool::new(&s.cache_dir, &s.repo);
+    // The spool first: a segment fetched ahead is served without opening
+    // the repository (no password derivation, no listing).
+    let (size, from_spool) = match spool.serve(&name, &a.dest)? {
+        Some(size) => (size, true),
+        None => {
+            let repo = Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
+            match wal::fetch::fetch(&repo, &name, &a.dest).await {
+                Ok(size) => (size, false),
+                // PostgreSQL probes for files that do not exist (history
+                // files of future timelines, the segment after the last):
+                // "not here" is exit 1 with nothing on stderr.
+                Err(e) if e.is_not_archived() => std::process::exit(1),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    spool.forget_before(&name);
+    if spool.prefetch_wanted(&name, size, a.prefetch) {
+        start_prefetch(&s.global, name.as_str(), a.prefetch);
+    }
+    if s.json {
+        print_json(&json!({"name": a.name, "size": size, "from_spool": from_spool}));
+    }
+    Ok(0)
+}
+
+pub async fn prefetch(s: &Settings, a: PrefetchArgs) -> Result<i32> {
+    let spool = Spool::new(&s.cache_dir, &s.repo);
+    let Some(_held) = spool.lock_prefetch()? else {
+        return Ok(0);
+    };
+    let repo = Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
+    let n = wal::fetch::prefetch(&repo, &a.after, a.count, &spool).await?;
+    tracing::info!("prefetched {n} segment(s) after {}", a.after);
+    Ok(0)
+}
+
+/// Starts `wal-prefetch` in the background, detached from PostgreSQL's
+/// restore_command so that replay does not wait for it. Failing to start
+/// only costs speed.
+fn start_prefetch(g: &Global, after: &str, count: u64) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(c) = &g.config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(r) = &g.repo {
+        cmd.arg("--repo").arg(r);
+    }
+    if let Some(p) = &g.password_file {
+        cmd.arg("--password-file").arg(p);
+    }
+    if let Some(c) = &g.cache_dir {
+        cmd.arg("--cache-dir").arg(c);
+    }
+    cmd.args(["wal-prefetch", after, "--count", &count.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it puts the prefetch in its own
+    // session so signals meant for PostgreSQL's recovery do not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        tracing::debug!("prefetch not started: {e}");
+    }
+}
