@@ -5,92 +5,13 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
+use common::env::{Env, code, stderr};
 use common::tree::{assert_same_tree, noise};
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn repo(&self) -> PathBuf {
-        self.path("repo")
-    }
-    fn cmd_pw(&self, password: &str, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_walden"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WALDEN_") {
-                c.env_remove(k);
-            }
-        }
-        c.env("WALDEN_REPO", self.repo())
-            .env("WALDEN_PASSWORD", password)
-            .env("WALDEN_CACHE_DIR", self.path("cache"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd_pw("correct horse", args)
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "walden {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-    fn init(&self) {
-        self.ok(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
-    }
-    fn objects(&self, prefix: &str) -> Vec<PathBuf> {
-        let mut out = vec![];
-        let mut stack = vec![self.repo().join(prefix)];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in rd {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b/c")).unwrap();

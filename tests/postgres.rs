@@ -418,6 +418,30 @@ fn base_backup_refuses_a_foreign_data_directory_and_times_out_without_archiving(
     assert_eq!(list.as_array().unwrap().len(), 0, "no snapshot is written");
 }
 
+#[test]
+fn base_backup_with_a_failing_archive_command_fails_in_time_naming_the_archiver() {
+    let (tmp, archive) = Archive::in_temp_dir();
+    let dir = tmp.path().join("cluster");
+    hand_over(&dir);
+    // Every archive attempt fails: PostgreSQL's own wait would never end.
+    let cluster = Cluster::start(
+        &dir,
+        "wal_level = replica\narchive_mode = on\narchive_command = '/bin/false'",
+    );
+    let started = std::time::Instant::now();
+    let o = archive.base_backup_of(&cluster, &cluster.data, "full", &["--archive-timeout", "4"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("archiver has failed"), "{stderr}");
+    assert!(stderr.contains("last on 0000000"), "{stderr}");
+    assert_eq!(snapshot_count(&archive), 0, "no snapshot is written");
+}
+
 /// `walden --config … ARGS` as the server's user, to be spawned.
 fn walden_command(archive: &Archive, args: &[&str]) -> std::process::Command {
     let mut c = common::pg::as_server_user(env!("CARGO_BIN_EXE_walden"));

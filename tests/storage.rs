@@ -406,3 +406,73 @@ fn walden_end_to_end_on_gcs_fake_gcs_server() {
     end_to_end(servers::gcs_repo("e2e"));
     servers::fake_gcs().assert_alive();
 }
+
+/// Every command rides out an object store that refuses 15% of requests
+/// (S3's `503 Slow Down`), through a real proxy in front of moto: backup,
+/// wal-push, wal-fetch, restore and verify succeed, and the bytes restored
+/// are the bytes backed up.
+#[test]
+fn every_command_rides_out_an_s3_that_fails_15_percent_of_requests() {
+    let base = servers::s3_repo("flaky");
+    let proxy = common::flaky_proxy::FlakyProxy::start(servers::moto().port, 15);
+    let mut repo = base.clone();
+    for (k, v) in repo.env.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{}", proxy.port);
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let src = dir.join("src");
+    make_tree(&src);
+    ok(
+        &repo,
+        dir,
+        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
+    );
+    ok(&repo, dir, &["backup", src.to_str().unwrap()]);
+    let segs = dir.join("segs");
+    std::fs::create_dir_all(&segs).unwrap();
+    let mut names = Vec::new();
+    for i in 1..=3u8 {
+        let name = format!("0000000100000000000000{i:02X}");
+        let mut b = vec![0u8; 1 << 20];
+        getrandom::fill(&mut b).unwrap();
+        std::fs::write(segs.join(&name), b).unwrap();
+        ok(
+            &repo,
+            dir,
+            &["wal-push", segs.join(&name).to_str().unwrap()],
+        );
+        names.push(name);
+    }
+    for n in &names {
+        let dest = dir.join("fetched");
+        ok(
+            &repo,
+            dir,
+            &["wal-fetch", "--prefetch", "0", n, dest.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(segs.join(n)).unwrap(),
+            "{n}"
+        );
+    }
+    let out = dir.join("restored");
+    ok(
+        &repo,
+        dir,
+        &["restore", "latest", "--to", out.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &out);
+    ok(&repo, dir, &["verify", "--read-data"]);
+    let (failed, seen) = (
+        proxy.failed.load(std::sync::atomic::Ordering::Relaxed),
+        proxy.seen.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        failed >= 5 && seen >= 50,
+        "the proxy failed {failed} of {seen} requests"
+    );
+}

@@ -14,6 +14,7 @@ mod info;
 mod init;
 mod key;
 mod output;
+mod repair;
 mod restore;
 mod restore_point;
 mod settings;
@@ -74,6 +75,9 @@ enum Command {
     WalPrefetch(wal::PrefetchArgs),
     /// Remove stale locks (or every lock with --all)
     Unlock(unlock::UnlockArgs),
+    /// Repair after damage: rebuild index files, forget broken snapshots
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
 }
 
 /// How a run ended.
@@ -190,6 +194,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::WalFetch(a) => wal::fetch(&s, a).await,
         Command::WalPrefetch(a) => wal::prefetch(&s, a).await,
         Command::Unlock(a) => unlock::run(&s, a).await,
+        Command::Repair(c) => repair::run(&s, c).await,
     }
 }
 

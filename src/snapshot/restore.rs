@@ -261,6 +261,34 @@ fn for_each_blob(
     Ok(())
 }
 
+/// The unit of holes: a zero-filled piece this large is skipped rather
+/// than written, as `cp --sparse` does, whatever the blob boundaries.
+const HOLE: usize = 4096;
+
+/// Writes `data` at `at`, leaving zero-filled pieces unwritten. The file's
+/// length is set by the caller, which turns them into holes.
+fn write_sparse(f: &File, data: &[u8], at: u64) -> std::io::Result<()> {
+    let mut run_start: Option<usize> = None;
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + HOLE).min(data.len());
+        let zero = data[i..end].iter().all(|b| *b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(i),
+            (true, Some(s)) => {
+                f.write_all_at(&data[s..i], at + s as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        i = end;
+    }
+    if let Some(s) = run_start {
+        f.write_all_at(&data[s..], at + s as u64)?;
+    }
+    Ok(())
+}
+
 /// Writes the content `ids` name into `f` from offset 0, leaving
 /// zero-filled blocks as holes; returns the size.
 fn write_content(
@@ -272,10 +300,7 @@ fn write_content(
 ) -> Result<u64> {
     let mut at = 0u64;
     for_each_blob(repo, rt, ids, |_, plain| {
-        if plain.iter().any(|b| *b != 0) {
-            f.write_all_at(plain, at)
-                .map_err(|e| Error::io(path.display(), e))?;
-        }
+        write_sparse(f, plain, at).map_err(|e| Error::io(path.display(), e))?;
         at += plain.len() as u64;
         Ok(())
     })?;

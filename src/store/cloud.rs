@@ -154,8 +154,11 @@ impl Cloud {
                     .with_io_timeout(Duration::from_secs(60)),
             )
             .layer(
+                // As the AWS SDKs do: 100 ms doubling, jittered, capped.
                 RetryLayer::new()
                     .with_jitter()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(10))
                     .with_max_times(5)
                     .with_notify(retry_notice),
             );

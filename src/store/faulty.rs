@@ -9,7 +9,7 @@
 //! OP[PREFIX]=FAULT[@N][xM][%P]
 //!   OP     put | get | range | size | list | delete | *      (range: ranged gets)
 //!   PREFIX only objects whose name starts with it, e.g. put[wal/]
-//!   FAULT  error | enospc | readonly | cut | delay:MS | lag:MS | kill
+//!   FAULT  error | enospc | readonly | cut | delay:MS | lag:MS | kill | panic
 //!   @N     from the N-th matching request on (1-based; default 1)
 //!   xM     for M requests (default: all that follow)
 //!   %P     each with probability P percent (default 100)
@@ -52,6 +52,8 @@ pub enum Fault {
     Lag(Duration),
     /// The process is killed (SIGKILL) before the request is made.
     Kill,
+    /// The request panics, as a bug would.
+    Panic,
 }
 
 #[derive(Debug)]
@@ -146,6 +148,7 @@ impl Rule {
             "delay" => Fault::Delay(ms()?),
             "lag" => Fault::Lag(ms()?),
             "kill" => Fault::Kill,
+            "panic" => Fault::Panic,
             _ => return Err(bad(spec, "unknown fault")),
         };
         let (mut from, mut count, mut percent) = (1, None, 100);
@@ -225,6 +228,7 @@ impl Faulty {
                             libc::raise(libc::SIGKILL);
                         }
                     }
+                    Fault::Panic => panic!("injected panic on {name}"),
                     f => return Some(f),
                 }
             }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod env;
+pub mod flaky_proxy;
 pub mod pg;
 pub mod servers;
 pub mod tree;
