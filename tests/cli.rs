@@ -570,28 +570,22 @@ fn wal_push_killed_mid_upload_stores_nothing_visible_and_the_retry_succeeds() {
     let dir = e.path("pg_wal");
     std::fs::create_dir_all(&dir).unwrap();
     let seg = dir.join("000000010000000000000010");
-    let content = noise(77, 96 << 20);
+    let content = noise(77, 16 << 20);
     std::fs::write(&seg, &content).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_walden"))
-        .env("WALDEN_REPO", e.repo())
-        .env("WALDEN_PASSWORD", "correct horse")
-        .env("WALDEN_CACHE_DIR", e.path("cache"))
-        .args(["wal-push", seg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    // Killed (SIGKILL, as a crash or an OOM kill would) after its pack is
+    // stored and just before its record is.
+    let o = e
+        .command("correct horse", &["wal-push", seg.to_str().unwrap()])
+        .env("WALDEN_STORE_FAULTS", "put[wal/]=kill")
+        .output()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while e.objects("data").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no pack appeared");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "wal-push finished before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL, as a crash or an OOM kill would
-    child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(9),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!e.objects("data").is_empty(), "the pack was stored");
 
     // Not archived: PostgreSQL would retry the push, and a restore would not
     // find a half-stored segment.
@@ -660,7 +654,7 @@ fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
     let spool = spool_of().unwrap();
     // Served from the spool: even with its record gone from the repository,
     // segment 2 arrives byte-identical.
-    std::fs::remove_file(e.repo().join("wal").join(&names[1])).unwrap();
+    std::fs::remove_file(e.repo().join("wal/1").join(&names[1])).unwrap();
     let dest = out.join("RECOVERYXLOG");
     let second = e.json(&["wal-fetch", &names[1], dest.to_str().unwrap()]);
     assert_eq!(second["from_spool"], true);

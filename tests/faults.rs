@@ -155,7 +155,7 @@ fn wal_fetch_exits_1_only_when_not_archived() {
     );
     assert_eq!(code(&o), 208, "{}", stderr(&o));
     // A damaged record.
-    let rec = e.repo().join("wal").join(&name);
+    let rec = e.repo().join("wal/1").join(&name);
     let mut b = std::fs::read(&rec).unwrap();
     b[30] ^= 1;
     std::fs::write(&rec, b).unwrap();

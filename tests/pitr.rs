@@ -390,7 +390,8 @@ fn restores_to_time_lsn_restore_point_and_xid_then_along_a_promoted_timeline() {
     assert_eq!(windows[0]["from_lsn"], first["postgres"]["stop_lsn"]);
     assert_eq!(windows[0]["gap"], false);
     let missing = next_segment(stop_wal);
-    std::fs::remove_file(archive.dir.join("repo").join("wal").join(&missing)).unwrap();
+    let sysid = first["postgres"]["system_identifier"].as_str().unwrap();
+    std::fs::remove_file(archive.dir.join("repo/wal").join(sysid).join(&missing)).unwrap();
     let o = archive.walden(&[
         "restore",
         "--to",
@@ -405,7 +406,7 @@ fn restores_to_time_lsn_restore_point_and_xid_then_along_a_promoted_timeline() {
     let windows = on1(&info);
     assert_eq!(windows[0]["ends_before"], missing.as_str(), "{info}");
     assert_eq!(windows[0]["gap"], true);
-    let tl1 = &info["timelines"][0];
+    let tl1 = &info["clusters"][0]["timelines"][0];
     assert_eq!(tl1["timeline"], 1);
     assert_eq!(tl1["missing"], serde_json::json!([missing]));
     let text = archive.walden(&["info"]);

@@ -54,6 +54,7 @@ fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
         cluster.log()
     );
 
+    let sysid = cluster.psql("select system_identifier from pg_control_system()");
     let out = root.join("fetched");
     hand_over(&out);
     let mut fetched = 0;
@@ -61,7 +62,13 @@ fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
         let e = e.unwrap();
         let name = e.file_name().into_string().unwrap();
         let dest = out.join(&name);
-        let o = archive.walden(&["wal-fetch", &name, dest.to_str().unwrap()]);
+        let o = archive.walden(&[
+            "wal-fetch",
+            "--cluster",
+            &sysid,
+            &name,
+            dest.to_str().unwrap(),
+        ]);
         assert!(
             o.status.success(),
             "wal-fetch {name}: {}",
@@ -78,7 +85,13 @@ fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
 
     // PostgreSQL probes for files that are not there: exit 1, no noise.
     for absent in ["0000000100000000000000F0", "00000002.history"] {
-        let o = archive.walden(&["wal-fetch", absent, out.join(absent).to_str().unwrap()]);
+        let o = archive.walden(&[
+            "wal-fetch",
+            "--cluster",
+            &sysid,
+            absent,
+            out.join(absent).to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(1), "{absent}");
         assert!(
             o.stderr.is_empty(),
@@ -101,7 +114,8 @@ fn repush_same_content_succeeds_and_different_content_is_refused() {
     let original = noise(42, 1 << 20);
     std::fs::write(&seg, &original).unwrap();
     hand_over(&seg_dir);
-    let push = |p: &Path| archive.walden(&["--json", "wal-push", p.to_str().unwrap()]);
+    let push =
+        |p: &Path| archive.walden(&["--json", "wal-push", "--cluster", "1", p.to_str().unwrap()]);
     let first = push(&seg);
     assert!(
         first.status.success(),
@@ -142,6 +156,8 @@ fn repush_same_content_succeeds_and_different_content_is_refused() {
     hand_over(&dest);
     let o = archive.walden(&[
         "wal-fetch",
+        "--cluster",
+        "1",
         "000000010000000000000042",
         dest.join("seg").to_str().unwrap(),
     ]);
@@ -168,7 +184,7 @@ fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
     hand_over(root);
     assert!(
         archive
-            .walden(&["wal-push", seg.to_str().unwrap()])
+            .walden(&["wal-push", "--cluster", "1", seg.to_str().unwrap()])
             .status
             .success()
     );
@@ -177,6 +193,8 @@ fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
     }
     let o = archive.walden(&[
         "wal-fetch",
+        "--cluster",
+        "1",
         "000000010000000000000007",
         root.join("out").to_str().unwrap(),
     ]);
@@ -232,7 +250,14 @@ fn base_backups_under_load_restore_and_replay_to_the_end_of_the_archive() {
         // The WAL the snapshot says it ends in is archived.
         let stop_wal = b["postgres"]["stop_wal"].as_str().unwrap();
         let dest = root.join(format!("check-{stop_wal}"));
-        let o = archive.walden(&["wal-fetch", stop_wal, dest.to_str().unwrap()]);
+        let sysid = b["postgres"]["system_identifier"].as_str().unwrap();
+        let o = archive.walden(&[
+            "wal-fetch",
+            "--cluster",
+            sysid,
+            stop_wal,
+            dest.to_str().unwrap(),
+        ]);
         assert!(
             o.status.success(),
             "stop WAL {stop_wal} is in the repository"

@@ -281,6 +281,7 @@ fn walden(repo: &CloudRepo, dir: &Path, args: &[&str]) -> Output {
         .env("WALDEN_REPO", &repo.url)
         .env("WALDEN_PASSWORD", PASSWORD)
         .env("WALDEN_CACHE_DIR", dir.join("cache"))
+        .env("WALDEN_CLUSTER", "1")
         .args(args)
         .output()
         .unwrap()

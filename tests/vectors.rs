@@ -35,15 +35,18 @@ fn vectors_path() -> PathBuf {
 // Helpers shared by the generator and the checker
 // ---------------------------------------------------------------------------
 
-const ALL_KINDS: [Kind; 8] = [
+const ALL_KINDS: [Kind; 11] = [
     Kind::DataBlob,
     Kind::TreeBlob,
+    Kind::ListBlob,
     Kind::PackHeader,
     Kind::Index,
     Kind::Snapshot,
     Kind::Config,
     Kind::Lock,
     Kind::MasterKey,
+    Kind::WalRecord,
+    Kind::RestorePoint,
 ];
 
 fn kind_from_letter(s: &str) -> Kind {
@@ -77,6 +80,7 @@ fn blob_type_of(v: &Value) -> BlobType {
     match v.as_str().expect("a blob type") {
         "data" => BlobType::Data,
         "tree" => BlobType::Tree,
+        "list" => BlobType::List,
         other => panic!("unknown blob type {other}"),
     }
 }
@@ -429,6 +433,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
         dev: 64769,
         size: 0,
         content: vec![],
+        list: None,
         subtree: None,
         target: None,
     }
@@ -486,22 +491,43 @@ fn generate() -> Value {
         key.blob_id(Kind::DataBlob, &raw_blob),
         key.blob_id(Kind::DataBlob, &zstd_blob),
     ];
+    // A content list of three data blobs (a real one has more than 64).
+    let listed: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| format!("walden list vector block {i}").into_bytes())
+        .collect();
+    let list_plain = walden::format::list::List {
+        level: 0,
+        ids: listed
+            .iter()
+            .map(|b| key.blob_id(Kind::DataBlob, b))
+            .collect(),
+    }
+    .encode();
+    let list_id = key.blob_id(Kind::ListBlob, &list_plain);
+    let mut big = node(b"16385", NodeKind::File);
+    big.size = listed.iter().map(|b| b.len() as u64).sum();
+    big.list = Some(list_id);
     let mut link = node(b"pg_\xffwal", NodeKind::Symlink);
     link.mode = 0o777;
     link.target = Some(b"/mnt/wal/\xfe".to_vec());
     let tree = Tree {
-        nodes: vec![file, link],
+        nodes: vec![file, big, link],
     };
     let tree_json = tree.encode();
     let tree_id = key.blob_id(Kind::TreeBlob, &tree_json);
 
     let mut pb = PackBuilder::new();
     let mut pack_plain = Vec::new();
-    for (t, data, c) in [
+    let mut blobs = vec![
         (BlobType::Data, &raw_blob, Compression::None),
         (BlobType::Data, &zstd_blob, Compression::Zstd(1)),
         (BlobType::Tree, &tree_json, Compression::Zstd(1)),
-    ] {
+        (BlobType::List, &list_plain, Compression::None),
+    ];
+    for b in &listed {
+        blobs.push((BlobType::Data, b, Compression::None));
+    }
+    for (t, data, c) in blobs {
         let id = key.blob_id(t.seal_kind(), data);
         let env = key.seal(t.seal_kind(), &id.0, data, c);
         pb.add(t, id, data.len() as u32, &env);
@@ -548,7 +574,7 @@ fn generate() -> Value {
     root.mode = 0o700;
     root.subtree = Some(tree_id);
     let snapshot = Snapshot {
-        version: 1,
+        version: 2,
         time: "2024-05-01T12:00:00.000000000Z".into(),
         host: "vector-host".into(),
         user: "postgres".into(),
@@ -562,7 +588,7 @@ fn generate() -> Value {
             symlinks: 1,
             logical_bytes: (raw_blob.len() + zstd_blob.len()) as u64,
             files_read: 1,
-            new_blobs: 3,
+            new_blobs: 7,
             new_stored_bytes: entries.iter().map(|e| e.length as u64).sum(),
             new_packs: 1,
             duration_secs: 0.25,
@@ -595,7 +621,7 @@ fn generate() -> Value {
         seed: 0x5eed_0123_4567_89ab,
     };
     let config = Config {
-        version: 1,
+        version: 2,
         id: Id::hash(b"walden vector: repository id"),
         chunker: chunker_a.clone(),
         pack_size: 16 << 20,
@@ -611,6 +637,39 @@ fn generate() -> Value {
     };
     let lock_json = lock.encode();
     let lock_id = Id::hash(b"walden vector: lock");
+
+    // A WAL record naming two of the pack's data blobs, and a restore point.
+    let wal_record = walden::format::wal::WalRecord {
+        version: 2,
+        system_identifier: "7354920114326491234".into(),
+        name: "000000010000000000000003".into(),
+        size: (raw_blob.len() + zstd_blob.len()) as u64,
+        content: entries[..2]
+            .iter()
+            .map(|e| walden::format::wal::WalBlob {
+                id: e.id,
+                pack: pack_id,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            })
+            .collect(),
+        time: "2024-05-01T12:00:01.000000000Z".into(),
+        host: "vector-host".into(),
+    };
+    let wal_json = wal_record.encode();
+    let wal_name = "7354920114326491234/000000010000000000000003";
+    let point = walden::format::point::RestorePoint {
+        version: 2,
+        name: "before upgrade".into(),
+        lsn: "0/3000200".into(),
+        timeline: 1,
+        time: "2024-05-01T12:00:02.000000000Z".into(),
+        system_identifier: "7354920114326491234".into(),
+        host: "vector-host".into(),
+    };
+    let point_json = point.encode();
+    let point_id = key.blob_id(Kind::RestorePoint, &point_json);
 
     // (2) envelopes
     let raw_text = b"walden envelope vector: stored raw".to_vec();
@@ -671,6 +730,30 @@ fn generate() -> Value {
             &lock_id.0,
             &lock_json,
             Compression::None,
+        ),
+        envelope_json(
+            "content list blob",
+            &key,
+            Kind::ListBlob,
+            &list_id.0,
+            &list_plain,
+            Compression::None,
+        ),
+        envelope_json(
+            "WAL record",
+            &key,
+            Kind::WalRecord,
+            wal_name.as_bytes(),
+            &wal_json,
+            Compression::Zstd(3),
+        ),
+        envelope_json(
+            "restore point",
+            &key,
+            Kind::RestorePoint,
+            &point_id.0,
+            &point_json,
+            Compression::Zstd(3),
         ),
     ];
     let flags: Vec<u64> = envelopes.iter().map(|e| u64_of(&e["flag"])).collect();
@@ -755,8 +838,8 @@ fn generate() -> Value {
     ];
 
     json!({
-        "format_version": 1,
-        "about": "Test vectors for repo-format/ version 1. See repo-format/vectors/README.md. Hex is lowercase; ids are 64 hex digits.",
+        "format_version": 2,
+        "about": "Test vectors for repo-format/ version 2. See repo-format/vectors/README.md. Hex is lowercase; ids are 64 hex digits.",
         "master_key": hex::encode(&master_bytes),
         "blob_ids": blob_ids,
         "envelopes": envelopes,
@@ -798,6 +881,19 @@ fn generate() -> Value {
             "id": lock_id.to_hex(),
             "json": String::from_utf8(lock_json).unwrap(),
         },
+        "list": {
+            "id": list_id.to_hex(),
+            "plaintext": hex::encode(&list_plain),
+            "ids": listed.iter().map(|b| key.blob_id(Kind::DataBlob, b).to_hex()).collect::<Vec<_>>(),
+        },
+        "wal_record": {
+            "object": format!("wal/{wal_name}"),
+            "json": String::from_utf8(wal_json).unwrap(),
+        },
+        "restore_point": {
+            "id": point_id.to_hex(),
+            "json": String::from_utf8(point_json).unwrap(),
+        },
         "chunking": {
             "gear_table_blake3": gear_checksum(&base_gear()),
             "cases": chunking,
@@ -829,8 +925,8 @@ fn load() -> Value {
 #[test]
 fn check_vectors() {
     let v = load();
-    assert_eq!(v["format_version"], 1);
-    assert_eq!(walden::format::VERSION, 1);
+    assert_eq!(v["format_version"], 2);
+    assert_eq!(walden::format::VERSION, 2);
     let master = unhex(&v["master_key"]);
     let key = MasterKey::from_bytes(&master).unwrap();
     let (seal_key, id_key) = master.split_at(32);
@@ -915,7 +1011,7 @@ fn check_vectors() {
         "the key file id is bound"
     );
     let raw: Value = serde_json::from_str(kf_text).unwrap();
-    assert_eq!(raw["version"], 1);
+    assert_eq!(raw["version"], 2);
     assert_eq!(raw["kdf"]["algorithm"], "argon2id");
     let salt = unhex(&raw["kdf"]["salt"]);
     assert_eq!(salt.len(), 32);
@@ -1017,6 +1113,7 @@ fn check_vectors() {
         assert_eq!(sp.len() as u32, w.raw_length);
         let id_key_for = match w.blob_type {
             BlobType::Tree => blake3::derive_key(walden::seal::TREE_ID_CONTEXT, &id_key),
+            BlobType::List => blake3::derive_key(walden::seal::LIST_ID_CONTEXT, &id_key),
             BlobType::Data => id_key,
         };
         assert_eq!(blake3::keyed_hash(&id_key_for, &sp).as_bytes(), &w.id.0);
@@ -1073,6 +1170,63 @@ fn check_vectors() {
     assert_eq!(
         sealed_plaintext(&v, "L", &id_of(&l["id"]).0).as_deref(),
         Some(lock_json)
+    );
+
+    // content list, WAL record, restore point
+    let li = &v["list"];
+    let list_plain = unhex(&li["plaintext"]);
+    let list = walden::format::list::List::decode(&list_plain).unwrap();
+    assert_eq!(list.encode(), list_plain);
+    // The spec's reading: "WLST", version 1, level, count, ids.
+    assert_eq!(&list_plain[..4], b"WLST");
+    assert_eq!(list_plain[4], 1);
+    let count = u32::from_le_bytes(list_plain[6..10].try_into().unwrap()) as usize;
+    assert_eq!(list_plain.len(), 10 + 32 * count);
+    let spec_ids: Vec<String> = list_plain[10..].chunks(32).map(hex::encode).collect();
+    let want_ids: Vec<String> = li["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(spec_ids, want_ids, "spec list decode");
+    let list_key = blake3::derive_key(walden::seal::LIST_ID_CONTEXT, &id_key);
+    assert_eq!(
+        blake3::keyed_hash(&list_key, &list_plain).as_bytes(),
+        &id_of(&li["id"]).0,
+        "spec list id"
+    );
+    assert!(
+        tree.nodes.iter().any(|n| n.list == Some(id_of(&li["id"]))),
+        "a node names the list"
+    );
+    let w = &v["wal_record"];
+    let wal_json = w["json"].as_str().unwrap().as_bytes();
+    let rec = walden::format::wal::WalRecord::decode(wal_json).unwrap();
+    assert_eq!(rec.encode(), wal_json, "WAL record re-encodes identically");
+    let aad = w["object"].as_str().unwrap().strip_prefix("wal/").unwrap();
+    assert_eq!(
+        sealed_plaintext(&v, "W", aad.as_bytes()).as_deref(),
+        Some(wal_json)
+    );
+    for b in &rec.content {
+        assert!(
+            want.iter()
+                .any(|e| e.id == b.id && e.offset == b.offset && e.length == b.length)
+        );
+    }
+    let rp = &v["restore_point"];
+    let rp_json = rp["json"].as_str().unwrap().as_bytes();
+    let point = walden::format::point::RestorePoint::decode(rp_json).unwrap();
+    assert_eq!(point.encode(), rp_json);
+    assert_eq!(
+        blake3::keyed_hash(&id_key, rp_json).as_bytes(),
+        &id_of(&rp["id"]).0,
+        "a restore point is named by the keyed id of its plaintext"
+    );
+    assert_eq!(
+        sealed_plaintext(&v, "P", &id_of(&rp["id"]).0).as_deref(),
+        Some(rp_json)
     );
 
     // (6) chunking

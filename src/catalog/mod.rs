@@ -17,7 +17,7 @@ use crate::format::index::Index;
 use crate::id::Id;
 
 /// Bumped when the schema changes; an older catalog is dropped and rebuilt.
-const SCHEMA: i64 = 3;
+const SCHEMA: i64 = 4;
 
 /// Where one blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,8 +175,10 @@ impl Catalog {
                  CREATE TABLE packs(id BLOB PRIMARY KEY, size INTEGER NOT NULL, index_id BLOB NOT NULL) WITHOUT ROWID;
                  CREATE TABLE indexes(id BLOB PRIMARY KEY) WITHOUT ROWID;
                  CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, json BLOB NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE wal(name TEXT PRIMARY KEY) WITHOUT ROWID;
-                 CREATE TABLE timelines(timeline INTEGER PRIMARY KEY, history TEXT NOT NULL);
+                 CREATE TABLE wal(cluster INTEGER NOT NULL, name TEXT NOT NULL,
+                     PRIMARY KEY(cluster, name)) WITHOUT ROWID;
+                 CREATE TABLE timelines(cluster INTEGER NOT NULL, timeline INTEGER NOT NULL,
+                     history TEXT NOT NULL, PRIMARY KEY(cluster, timeline)) WITHOUT ROWID;
                  CREATE TABLE damaged(name TEXT PRIMARY KEY, error TEXT NOT NULL) WITHOUT ROWID;",
             )?;
             conn.pragma_update(None, "user_version", SCHEMA)?;
@@ -371,53 +373,58 @@ impl Catalog {
             .map_err(db)
     }
 
-    /// Every archived WAL file name the catalog knows, in name order (which
-    /// is timeline, then segment order).
-    pub fn wal_names(&self) -> Result<Vec<String>> {
+    /// Every archived WAL file name of `cluster` the catalog knows, in
+    /// name order (which is timeline, then segment order).
+    pub fn wal_names(&self, cluster: u64) -> Result<Vec<String>> {
         let c = self.conn();
         let mut st = c
-            .prepare("SELECT name FROM wal ORDER BY name")
+            .prepare("SELECT name FROM wal WHERE cluster = ?1 ORDER BY name")
             .map_err(db)?;
-        let rows = st.query_map([], |r| r.get(0)).map_err(db)?;
+        let rows = st.query_map([cluster as i64], |r| r.get(0)).map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
     }
 
-    /// Records WAL names added to and removed from the repository.
-    pub fn update_wal(&self, added: &[String], removed: &[String]) -> Result<()> {
+    /// Records WAL names of `cluster` added to and removed from the
+    /// repository.
+    pub fn update_wal(&self, cluster: u64, added: &[String], removed: &[String]) -> Result<()> {
         let mut c = self.conn();
         let tx = c.transaction().map_err(db)?;
         {
             let mut ins = tx
-                .prepare("INSERT OR IGNORE INTO wal(name) VALUES (?1)")
+                .prepare("INSERT OR IGNORE INTO wal(cluster, name) VALUES (?1, ?2)")
                 .map_err(db)?;
             for n in added {
-                ins.execute([n]).map_err(db)?;
+                ins.execute(params![cluster as i64, n]).map_err(db)?;
             }
-            let mut del = tx.prepare("DELETE FROM wal WHERE name = ?1").map_err(db)?;
+            let mut del = tx
+                .prepare("DELETE FROM wal WHERE cluster = ?1 AND name = ?2")
+                .map_err(db)?;
             for n in removed {
-                del.execute([n]).map_err(db)?;
+                del.execute(params![cluster as i64, n]).map_err(db)?;
             }
         }
         tx.commit().map_err(db)
     }
 
-    /// The history files read so far, by timeline.
-    pub fn histories(&self) -> Result<Vec<(u32, String)>> {
+    /// The history files of `cluster` read so far, by timeline.
+    pub fn histories(&self, cluster: u64) -> Result<Vec<(u32, String)>> {
         let c = self.conn();
         let mut st = c
-            .prepare("SELECT timeline, history FROM timelines ORDER BY timeline")
+            .prepare("SELECT timeline, history FROM timelines WHERE cluster = ?1 ORDER BY timeline")
             .map_err(db)?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)))
+            .query_map([cluster as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u32, r.get(1)?))
+            })
             .map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 
-    pub fn add_history(&self, timeline: u32, history: &str) -> Result<()> {
+    pub fn add_history(&self, cluster: u64, timeline: u32, history: &str) -> Result<()> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO timelines(timeline, history) VALUES (?1, ?2)",
-                params![timeline as i64, history],
+                "INSERT OR REPLACE INTO timelines(cluster, timeline, history) VALUES (?1, ?2, ?3)",
+                params![cluster as i64, timeline as i64, history],
             )
             .map(|_| ())
             .map_err(db)

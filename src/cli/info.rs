@@ -51,13 +51,18 @@ pub async fn run(s: &Settings) -> Result<i32> {
                 }
             );
         }
+        print_timelines(cl);
     }
     if c.clusters.is_empty() {
-        println!("no PostgreSQL base backups");
+        println!("no PostgreSQL base backups and no archived WAL");
     }
-    for t in &c.timelines {
+    Ok(0)
+}
+
+fn print_timelines(cl: &walden::postgres::info::ClusterCoverage) {
+    for t in &cl.timelines {
         println!(
-            "WAL timeline {}{}: {} segment(s){}{}",
+            "  WAL timeline {}{}: {} segment(s){}{}",
             t.timeline,
             match (&t.parent, &t.branched_at) {
                 (Some(p), Some(at)) => format!(" (from timeline {p} at {at})"),
@@ -75,5 +80,4 @@ pub async fn run(s: &Settings) -> Result<i32> {
             }
         );
     }
-    Ok(0)
 }

@@ -17,10 +17,31 @@ use walden::repo::Repo;
 use super::output::print_json;
 use super::settings::{Global, Settings};
 
+/// Which cluster's WAL: by default the one whose data directory walden
+/// runs in, as PostgreSQL runs archive_command and restore_command there.
+#[derive(Args)]
+pub struct ClusterArg {
+    /// The cluster's system identifier (default: read from
+    /// ./global/pg_control)
+    #[arg(long, value_name = "SYSTEM_IDENTIFIER", env = "WALDEN_CLUSTER")]
+    cluster: Option<u64>,
+}
+
+impl ClusterArg {
+    fn resolve(&self) -> Result<u64> {
+        match self.cluster {
+            Some(c) => Ok(c),
+            None => wal::cluster_of(std::path::Path::new(".")),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct PushArgs {
     /// Path of the WAL file (PostgreSQL's %p)
     path: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArg,
 }
 
 #[derive(Args)]
@@ -33,6 +54,8 @@ pub struct FetchArgs {
     /// the local spool in the background (0: none)
     #[arg(long, default_value_t = 8)]
     prefetch: u64,
+    #[command(flatten)]
+    cluster: ClusterArg,
 }
 
 #[derive(Args)]
@@ -40,11 +63,14 @@ pub struct PrefetchArgs {
     after: String,
     #[arg(long, default_value_t = 8)]
     count: u64,
+    #[arg(long)]
+    cluster: u64,
 }
 
 pub async fn push(s: &Settings, a: PushArgs) -> Result<i32> {
-    let repo = Arc::new(Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?);
-    let outcome = wal::push::push(repo, &a.path).await?;
+    let cluster = a.cluster.resolve()?;
+    let repo = Arc::new(Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?);
+    let outcome = wal::push::push(repo, cluster, &a.path).await?;
     if s.json {
         print_json(&serde_json::to_value(&outcome).expect("serializes"));
     }
@@ -53,14 +79,15 @@ pub async fn push(s: &Settings, a: PushArgs) -> Result<i32> {
 
 pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
     let name = walden::pg::walname::WalName::parse(&a.name)?;
-    let spool = Spool::new(&s.cache_dir, &s.repo);
+    let cluster = a.cluster.resolve()?;
+    let spool = Spool::new(&s.cache_dir, &s.repo, cluster);
     // The spool first: a segment fetched ahead is served without opening
     // the repository (no password derivation, no listing).
     let (size, from_spool) = match spool.serve(&name, &a.dest)? {
         Some(size) => (size, true),
         None => {
-            let repo = Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
-            match wal::fetch::fetch(&repo, &name, &a.dest).await {
+            let repo = Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?;
+            match wal::fetch::fetch(&repo, cluster, &name, &a.dest).await {
                 Ok(size) => (size, false),
                 // PostgreSQL probes for files that do not exist (history
                 // files of future timelines, the segment after the last):
@@ -72,7 +99,7 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
     };
     spool.forget_before(&name);
     if spool.prefetch_wanted(&name, size, a.prefetch) {
-        start_prefetch(&s.global, name.as_str(), a.prefetch);
+        start_prefetch(&s.global, name.as_str(), a.prefetch, cluster);
     }
     if s.json {
         print_json(&json!({"name": a.name, "size": size, "from_spool": from_spool}));
@@ -81,12 +108,12 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
 }
 
 pub async fn prefetch(s: &Settings, a: PrefetchArgs) -> Result<i32> {
-    let spool = Spool::new(&s.cache_dir, &s.repo);
+    let spool = Spool::new(&s.cache_dir, &s.repo, a.cluster);
     let Some(_held) = spool.lock_prefetch()? else {
         return Ok(0);
     };
-    let repo = Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
-    let n = wal::fetch::prefetch(&repo, &a.after, a.count, &spool).await?;
+    let repo = Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?;
+    let n = wal::fetch::prefetch(&repo, a.cluster, &a.after, a.count, &spool).await?;
     tracing::info!("prefetched {n} segment(s) after {}", a.after);
     Ok(0)
 }
@@ -94,7 +121,7 @@ pub async fn prefetch(s: &Settings, a: PrefetchArgs) -> Result<i32> {
 /// Starts `wal-prefetch` in the background, detached from PostgreSQL's
 /// restore_command so that replay does not wait for it. Failing to start
 /// only costs speed.
-fn start_prefetch(g: &Global, after: &str, count: u64) {
+fn start_prefetch(g: &Global, after: &str, count: u64, cluster: u64) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
@@ -112,10 +139,17 @@ fn start_prefetch(g: &Global, after: &str, count: u64) {
     if let Some(c) = &g.cache_dir {
         cmd.arg("--cache-dir").arg(c);
     }
-    cmd.args(["wal-prefetch", after, "--count", &count.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    cmd.args([
+        "wal-prefetch",
+        after,
+        "--count",
+        &count.to_string(),
+        "--cluster",
+        &cluster.to_string(),
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
     // SAFETY: setsid is async-signal-safe; it puts the prefetch in its own
     // session so signals meant for PostgreSQL's recovery do not reach it.
     unsafe {

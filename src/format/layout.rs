@@ -31,9 +31,15 @@ pub fn snapshot(id: &Id) -> String {
     format!("{SNAPSHOTS}{id}")
 }
 
-/// A WAL record, named by the (validated) WAL file name itself.
-pub fn wal(name: &str) -> String {
-    format!("{WAL}{name}")
+/// A WAL record, named by its cluster's system identifier and the
+/// (validated) WAL file name itself.
+pub fn wal(cluster: u64, name: &str) -> String {
+    format!("{WAL}{cluster}/{name}")
+}
+
+/// The records of one cluster.
+pub fn wal_prefix(cluster: u64) -> String {
+    format!("{WAL}{cluster}/")
 }
 
 pub fn point(id: &Id) -> String {
@@ -66,8 +72,9 @@ pub enum Object<'a> {
     Snapshot(Id),
     /// `locks/<id>`: kind `L`, name = the id's 32 bytes.
     Lock(Id),
-    /// `wal/<file name>`: kind `W`, name = the file name's ASCII bytes.
-    Wal(&'a str),
+    /// `wal/<system identifier>/<file name>`: kind `W`, name = the ASCII
+    /// bytes after `wal/`.
+    Wal { cluster: u64, name: &'a str },
     /// `points/<id>`: kind `P`, name = the id's 32 bytes.
     Point(Id),
 }
@@ -79,7 +86,7 @@ impl Object<'_> {
             Object::Index(id) => index(id),
             Object::Snapshot(id) => snapshot(id),
             Object::Lock(id) => lock(id),
-            Object::Wal(n) => wal(n),
+            Object::Wal { cluster, name } => wal(*cluster, name),
             Object::Point(id) => point(id),
         }
     }
@@ -91,7 +98,7 @@ impl Object<'_> {
             Object::Index(_) => Kind::Index,
             Object::Snapshot(_) => Kind::Snapshot,
             Object::Lock(_) => Kind::Lock,
-            Object::Wal(_) => Kind::WalRecord,
+            Object::Wal { .. } => Kind::WalRecord,
             Object::Point(_) => Kind::RestorePoint,
         }
     }
@@ -103,7 +110,7 @@ impl Object<'_> {
             Object::Index(id) | Object::Snapshot(id) | Object::Lock(id) | Object::Point(id) => {
                 id.0.to_vec()
             }
-            Object::Wal(n) => n.as_bytes().to_vec(),
+            Object::Wal { cluster, name } => format!("{cluster}/{name}").into_bytes(),
         }
     }
 
@@ -114,7 +121,7 @@ impl Object<'_> {
             Object::Index(_) => "index file",
             Object::Snapshot(_) => "snapshot",
             Object::Lock(_) => "lock",
-            Object::Wal(_) => "WAL record",
+            Object::Wal { .. } => "WAL record",
             Object::Point(_) => "restore point",
         };
         match self {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod index;
 pub mod keyfile;
 pub mod layout;
+pub mod list;
 pub mod lock;
 pub mod pack;
 pub mod point;
@@ -14,7 +15,7 @@ pub mod tree;
 pub mod wal;
 
 /// The repository format version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 use crate::error::{Error, Result};
 
@@ -78,6 +79,8 @@ impl<'a> Reader<'a> {
 pub enum BlobType {
     Data,
     Tree,
+    /// A content list ([`list`]).
+    List,
 }
 
 impl BlobType {
@@ -85,12 +88,14 @@ impl BlobType {
         match self {
             BlobType::Data => 0,
             BlobType::Tree => 1,
+            BlobType::List => 2,
         }
     }
     pub fn from_byte(b: u8) -> Result<BlobType> {
         match b {
             0 => Ok(BlobType::Data),
             1 => Ok(BlobType::Tree),
+            2 => Ok(BlobType::List),
             _ => Err(Error::corrupt(format!("unknown blob type {b}"))),
         }
     }
@@ -98,12 +103,14 @@ impl BlobType {
         match self {
             BlobType::Data => crate::seal::Kind::DataBlob,
             BlobType::Tree => crate::seal::Kind::TreeBlob,
+            BlobType::List => crate::seal::Kind::ListBlob,
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             BlobType::Data => "data",
             BlobType::Tree => "tree",
+            BlobType::List => "list",
         }
     }
 }

@@ -36,8 +36,13 @@ pub struct Node {
     pub dev: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub size: u64,
+    /// The file's blob ids, when there are at most
+    /// [`super::list::INLINE_MAX`] of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<Id>,
+    /// The root of the file's content list, when it has more blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
     #[serde(
@@ -84,9 +89,15 @@ impl Node {
             dev: st.dev,
             size: if kind == NodeKind::File { st.size } else { 0 },
             content: vec![],
+            list: None,
             subtree: None,
             target: None,
         }
+    }
+
+    /// Whether the node names any content (inline ids or a list).
+    pub fn has_content(&self) -> bool {
+        !self.content.is_empty() || self.list.is_some()
     }
 
     pub fn name_lossy(&self) -> String {

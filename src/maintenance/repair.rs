@@ -195,7 +195,14 @@ async fn first_problem(
                     }
                 },
                 NodeKind::File => {
-                    for b in &n.content {
+                    let ids = match crate::snapshot::content::ids(repo, &n).await {
+                        Ok(ids) => ids,
+                        Err(e) if matches!(e.kind(), Kind::Corrupt | Kind::NotFound) => {
+                            return Ok(Some(format!("{}: {e}", n.name_lossy())));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    for b in &ids {
                         if repo.catalog().lookup(b)?.is_none() {
                             return Ok(Some(format!(
                                 "{}: blob {b} is not in any readable index file",

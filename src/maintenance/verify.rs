@@ -94,7 +94,7 @@ async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
     let indexed = repo.catalog().packs()?;
     let indexed_set: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
     report.packs = indexed.len() as u64;
-    report.unindexed_packs = stored.keys().filter(|p| !indexed_set.contains(p)).count() as u64;
+
     let mut missing_packs = HashSet::new();
     for (id, size) in &indexed {
         match stored.get(id) {
@@ -164,7 +164,14 @@ async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
                     },
                     NodeKind::File => {
                         let what = format!("snapshot {}: /{child}", sid.short());
-                        for b in &n.content {
+                        let ids = match crate::snapshot::content::ids(repo, &n).await {
+                            Ok(ids) => ids,
+                            Err(e) => {
+                                report.errors.push(format!("{what}: {e}"));
+                                continue;
+                            }
+                        };
+                        for b in &ids {
                             check_blob(
                                 repo,
                                 &missing_packs,
@@ -181,15 +188,24 @@ async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
         }
     }
 
-    check_wal(repo, &missing_packs, &mut report).await?;
+    let wal_packs = check_wal(repo, &stored, &mut report).await?;
+    report.unindexed_packs = stored
+        .keys()
+        .filter(|p| !indexed_set.contains(p) && !wal_packs.contains(p))
+        .count() as u64;
     check_points(repo, &mut report).await?;
 
     if read_data {
-        let present: Vec<Id> = indexed
+        let mut present: Vec<Id> = indexed
             .iter()
             .map(|(id, _)| *id)
             .filter(|id| !missing_packs.contains(id))
             .collect();
+        present.extend(
+            wal_packs
+                .iter()
+                .filter(|p| !indexed_set.contains(*p) && stored.contains_key(*p)),
+        );
         let mut checks = futures_util::stream::iter(present.into_iter().map(|id| async move {
             let bytes = repo.store().get(&layout::pack(&id)).await?;
             let key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
@@ -269,33 +285,44 @@ fn check_blobs(
     (n, errs)
 }
 
-/// Every WAL record: readable, and naming indexed data blobs.
+/// Every WAL record: readable, of the cluster and name it is stored under,
+/// and naming blobs in packs that exist and are long enough. Returns the
+/// packs WAL records name.
 async fn check_wal(
     repo: &Repo,
-    missing_packs: &HashSet<Id>,
+    stored: &HashMap<Id, u64>,
     report: &mut VerifyReport,
-) -> Result<()> {
+) -> Result<HashSet<Id>> {
     use crate::format::layout::Object;
     use crate::format::wal::WalRecord;
+    let mut packs = HashSet::new();
     for l in repo.store().list(layout::WAL).await? {
-        let Some(name) = l.name.strip_prefix(layout::WAL) else {
+        let Some((cluster, name)) = l
+            .name
+            .strip_prefix(layout::WAL)
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(c, n)| Some((c.parse::<u64>().ok()?, n)))
+        else {
             continue;
         };
         if crate::pg::walname::WalName::parse(name).is_err() {
             continue;
         }
         report.wal_records += 1;
-        let obj = Object::Wal(name);
+        let obj = Object::Wal { cluster, name };
         let rec = match repo
             .get_object(&obj)
             .await
             .and_then(|p| WalRecord::decode(&p).map_err(|e| e.context(obj.describe())))
         {
-            Ok(r) if r.name == name => r,
+            Ok(r) if r.name == name && r.system_identifier == cluster.to_string() => r,
             Ok(r) => {
-                report
-                    .errors
-                    .push(format!("{} names {:?}", obj.describe(), r.name));
+                report.errors.push(format!(
+                    "{} names {:?} of cluster {}",
+                    obj.describe(),
+                    r.name,
+                    r.system_identifier
+                ));
                 continue;
             }
             Err(e) => {
@@ -303,19 +330,24 @@ async fn check_wal(
                 continue;
             }
         };
-        let what = format!("WAL file {name}");
         for b in &rec.content {
-            check_blob(
-                repo,
-                missing_packs,
-                &what,
-                b,
-                BlobType::Data,
-                &mut report.errors,
-            )?;
+            packs.insert(b.pack);
+            match stored.get(&b.pack) {
+                None => report.errors.push(format!(
+                    "WAL file {name} of cluster {cluster}: blob {} is in missing pack {}",
+                    b.id, b.pack
+                )),
+                Some(size) if *size < b.offset as u64 + b.length as u64 => {
+                    report.errors.push(format!(
+                        "WAL file {name} of cluster {cluster}: pack {} is too short for blob {}",
+                        b.pack, b.id
+                    ))
+                }
+                Some(_) => {}
+            }
         }
     }
-    Ok(())
+    Ok(packs)
 }
 
 /// Every restore point record: readable.

@@ -92,6 +92,28 @@ pub fn decide(rel_dir: &str, entries: &[(&str, bool)]) -> Vec<Decision> {
         .collect()
 }
 
+/// Whether the file at `rel_path` (relative to the data directory) is left
+/// out by name alone: everything [`decide`] leaves out but the non-init
+/// forks of unlogged relations, which take the directory's listing to see.
+/// For a reader that meets files one at a time (a tar stream).
+pub fn skips_file(rel_path: &str) -> bool {
+    let (dir, name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
+    if rel_path.split('/').any(|p| p.starts_with("pgsql_tmp")) {
+        return true;
+    }
+    let mut at = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(part);
+        if EMPTY_DIRS.contains(&at.as_str()) {
+            return true;
+        }
+    }
+    SKIP_FILES.contains(&name) || (is_database_dir(dir) && is_temp_relation(name))
+}
+
 /// Whether the file at `rel_path` (relative to the data directory) is a
 /// relation file: `base/<db>/…`, `global/…` or a tablespace's database
 /// directory, named `<relfilenode>[_fsm|_vm|_init][.<segment>]`. These are
@@ -187,6 +209,28 @@ mod tests {
         assert_eq!(db, vec![Skip, Keep, Skip, Keep, Keep, Skip, Skip, Skip]);
         // Outside database directories the relation rules do not apply.
         assert_eq!(decide("global", &[("t3_16400", false)]), vec![Keep]);
+    }
+
+    #[test]
+    fn skips_files_by_name_alone() {
+        for yes in [
+            "postmaster.pid",
+            "pg_stat_tmp/global.stat",
+            "pg_replslot/s/state",
+            "base/1/pgsql_tmp/pgsql_tmp123.0",
+            "base/16384/t3_16400",
+            "backup_label",
+        ] {
+            assert!(skips_file(yes), "{yes}");
+        }
+        for no in [
+            "base/1/1259",
+            "global/pg_control",
+            "PG_VERSION",
+            "pg_xact/0000",
+        ] {
+            assert!(!skips_file(no), "{no}");
+        }
     }
 
     #[test]

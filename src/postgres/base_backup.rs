@@ -51,9 +51,15 @@ fn parent(repo: &Repo, sysid: &str, path: &str) -> Result<Option<(Id, Snapshot)>
 /// On timeout the error says what PostgreSQL's archiver last reported.
 async fn wait_for_wal(repo: &Repo, cluster: &Cluster, wal: &str, timeout: Duration) -> Result<()> {
     let name = WalName::parse(wal)?;
+    let sysid: u64 = cluster
+        .info()
+        .await?
+        .system_identifier
+        .parse()
+        .map_err(|_| Error::internal("the server's system identifier is not a number"))?;
     let deadline = Instant::now() + timeout;
     loop {
-        match crate::postgres::wal::read_record(repo, &name).await {
+        match crate::postgres::wal::read_record(repo, sysid, &name).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_not_archived() => {}
             Err(e) => return Err(e),

@@ -7,8 +7,11 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::format::layout;
+use crate::format::snapshot::Snapshot;
 use crate::id::Id;
 use crate::pg::lsn::{Lsn, segment_name};
+use crate::pg::timeline::History;
 use crate::pg::walname::WalName;
 use crate::postgres::wal_archive::{self as archive, Archive};
 use crate::repo::Repo;
@@ -16,9 +19,6 @@ use crate::repo::Repo;
 #[derive(Debug, Clone, Serialize)]
 pub struct Coverage {
     pub clusters: Vec<ClusterCoverage>,
-    /// The archived WAL, by timeline (WAL file names do not say which
-    /// cluster they belong to).
-    pub timelines: Vec<TimelineWal>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +26,8 @@ pub struct ClusterCoverage {
     pub system_identifier: String,
     pub backups: Vec<BackupInfo>,
     pub windows: Vec<Window>,
+    /// The cluster's archived WAL, by timeline.
+    pub timelines: Vec<TimelineWal>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,128 +109,173 @@ fn timeline_wal(archive: &Archive, tli: u32, seg: u64) -> TimelineWal {
     }
 }
 
-pub async fn report(repo: &Repo) -> Result<Coverage> {
-    let archive = archive::load(repo).await?;
-    let backups: Vec<(Id, crate::format::snapshot::Snapshot)> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, s)| s.postgres.is_some())
+/// Every cluster with a backup or archived WAL, by system identifier.
+async fn clusters(repo: &Repo, backups: &[(Id, Snapshot)]) -> Result<Vec<u64>> {
+    let mut out: Vec<u64> = backups
+        .iter()
+        .filter_map(|(_, s)| s.postgres.as_ref())
+        .filter_map(|b| b.system_identifier.parse().ok())
+        .collect();
+    for l in repo.store().list(layout::WAL).await? {
+        if let Some(c) = l
+            .name
+            .strip_prefix(layout::WAL)
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(c, _)| c.parse().ok())
+        {
+            out.push(c);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn backup_info(id: &Id, s: &Snapshot) -> BackupInfo {
+    let b = s.postgres.as_ref().expect("a PostgreSQL backup");
+    BackupInfo {
+        id: *id,
+        backup_type: b.backup_type.clone(),
+        timeline: b.timeline,
+        start_lsn: b.start_lsn.clone(),
+        stop_lsn: b.stop_lsn.clone(),
+        start_time: b.start_time.clone(),
+        stop_time: b.stop_time.clone(),
+        logical_bytes: s.summary.logical_bytes,
+        new_stored_bytes: s.summary.new_stored_bytes,
+        wal_included: b.wal_included,
+    }
+}
+
+/// When the last segment of a window was archived.
+async fn archived_at(
+    repo: &Repo,
+    archive: &Archive,
+    path: &History,
+    segno: u64,
+    seg: u64,
+) -> String {
+    match WalName::parse(&Archive::segment_on(path, segno, seg)) {
+        Ok(n) => crate::postgres::wal::read_record(repo, archive.cluster, &n)
+            .await
+            .map(|r| r.time)
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The restorable windows on timeline `tli`: each backup that reaches it,
+/// with the unbroken WAL after it.
+async fn windows_on(
+    repo: &Repo,
+    archive: &Archive,
+    infos: &[BackupInfo],
+    tli: u32,
+    seg: u64,
+) -> Vec<Window> {
+    let Ok(path) = archive.history(tli) else {
+        return Vec::new();
+    };
+    let mut reach: Vec<(Lsn, &BackupInfo)> = infos
+        .iter()
+        .filter_map(|b| Some((Lsn::parse(&b.stop_lsn).ok()?, b)))
+        .filter(|(stop, b)| path.reaches(b.timeline, *stop))
+        .collect();
+    reach.sort_by_key(|(stop, _)| *stop);
+    let mut out: Vec<Window> = Vec::new();
+    for (stop, b) in reach {
+        let Ok(start) = Lsn::parse(&b.start_lsn) else {
+            continue;
+        };
+        // A backup that carries its WAL needs the archive only after its
+        // stop.
+        let from = if b.wal_included { stop } else { start };
+        let c = archive.continuity(&path, from, seg);
+        let last = c.last.filter(|l| *l >= stop.segment(seg));
+        let to = match last {
+            Some(last) => Lsn((last + 1) * seg),
+            None if b.wal_included => stop,
+            None => continue,
+        };
+        if let Some(w) = out.last()
+            && Lsn::parse(&w.to_lsn).ok() == Some(to)
+        {
+            // Same unbroken run: the older backup already covers it.
+            continue;
+        }
+        let to_time = match last {
+            Some(last) => archived_at(repo, archive, &path, last, seg).await,
+            // Only the backup's own end.
+            None => b.stop_time.clone(),
+        };
+        out.push(Window {
+            timeline: tli,
+            from_time: b.stop_time.clone(),
+            from_lsn: b.stop_lsn.clone(),
+            to_lsn: to.to_string(),
+            to_time,
+            ends_before: c.missing,
+            gap: c.more_after,
+        });
+    }
+    out
+}
+
+async fn cluster_report(
+    repo: &Repo,
+    cluster: u64,
+    backups: &[(Id, Snapshot)],
+) -> Result<ClusterCoverage> {
+    let archive = archive::load(repo, cluster).await?;
+    let mine: Vec<&(Id, Snapshot)> = backups
+        .iter()
+        .filter(|(_, s)| {
+            s.postgres
+                .as_ref()
+                .is_some_and(|b| b.system_identifier == cluster.to_string())
+        })
         .collect();
     // WAL names need the segment size to be read; take it from the backups
     // (PostgreSQL's default when there are none).
-    let seg = backups
+    let seg = mine
         .iter()
         .filter_map(|(_, s)| s.postgres.as_ref())
         .map(|b| b.wal_segment_size)
         .next_back()
         .unwrap_or(16 << 20);
-    let timelines: Vec<TimelineWal> = archive
-        .timelines()
+    let infos: Vec<BackupInfo> = mine.iter().map(|(id, s)| backup_info(id, s)).collect();
+    let mut tlis = archive.timelines();
+    tlis.extend(infos.iter().map(|b| b.timeline));
+    tlis.sort_unstable();
+    tlis.dedup();
+    let mut windows = Vec::new();
+    for tli in &tlis {
+        windows.extend(windows_on(repo, &archive, &infos, *tli, seg).await);
+    }
+    Ok(ClusterCoverage {
+        system_identifier: cluster.to_string(),
+        backups: infos,
+        windows,
+        timelines: archive
+            .timelines()
+            .into_iter()
+            .map(|t| timeline_wal(&archive, t, seg))
+            .collect(),
+    })
+}
+
+/// What each cluster in the repository can be restored to.
+pub async fn report(repo: &Repo) -> Result<Coverage> {
+    let backups: Vec<(Id, Snapshot)> = repo
+        .snapshots()?
         .into_iter()
-        .map(|t| timeline_wal(&archive, t, seg))
+        .filter(|(_, s)| s.postgres.is_some())
         .collect();
-    let mut sysids: Vec<String> = backups
-        .iter()
-        .filter_map(|(_, s)| s.postgres.as_ref())
-        .map(|b| b.system_identifier.clone())
-        .collect();
-    sysids.sort();
-    sysids.dedup();
-    let mut clusters = Vec::new();
-    for sysid in sysids {
-        let mine: Vec<_> = backups
-            .iter()
-            .filter(|(_, s)| {
-                s.postgres
-                    .as_ref()
-                    .is_some_and(|b| b.system_identifier == sysid)
-            })
-            .collect();
-        let infos: Vec<BackupInfo> = mine
-            .iter()
-            .map(|(id, s)| {
-                let b = s.postgres.as_ref().expect("filtered");
-                BackupInfo {
-                    id: *id,
-                    backup_type: b.backup_type.clone(),
-                    timeline: b.timeline,
-                    start_lsn: b.start_lsn.clone(),
-                    stop_lsn: b.stop_lsn.clone(),
-                    start_time: b.start_time.clone(),
-                    stop_time: b.stop_time.clone(),
-                    logical_bytes: s.summary.logical_bytes,
-                    new_stored_bytes: s.summary.new_stored_bytes,
-                    wal_included: b.wal_included,
-                }
-            })
-            .collect();
-        let mut windows = Vec::new();
-        let mut tlis = archive.timelines();
-        tlis.extend(infos.iter().map(|b| b.timeline));
-        tlis.sort_unstable();
-        tlis.dedup();
-        for tli in tlis {
-            let Ok(path) = archive.history(tli) else {
-                continue;
-            };
-            let mut reach: Vec<(Lsn, &BackupInfo)> = infos
-                .iter()
-                .filter_map(|b| Some((Lsn::parse(&b.stop_lsn).ok()?, b)))
-                .filter(|(stop, b)| path.reaches(b.timeline, *stop))
-                .collect();
-            reach.sort_by_key(|(stop, _)| *stop);
-            let mut tli_windows: Vec<Window> = Vec::new();
-            for (stop, b) in reach {
-                let Ok(start) = Lsn::parse(&b.start_lsn) else {
-                    continue;
-                };
-                // A backup that carries its WAL needs the archive only
-                // after its stop.
-                let from = if b.wal_included { stop } else { start };
-                let c = archive.continuity(&path, from, seg);
-                let last = c.last.filter(|l| *l >= stop.segment(seg));
-                let to = match last {
-                    Some(last) => Lsn((last + 1) * seg),
-                    None if b.wal_included => stop,
-                    None => continue,
-                };
-                if let Some(w) = tli_windows.last()
-                    && Lsn::parse(&w.to_lsn).ok() == Some(to)
-                {
-                    // Same unbroken run: the older backup already covers it.
-                    continue;
-                }
-                let to_time = match last {
-                    Some(last) => match WalName::parse(&Archive::segment_on(&path, last, seg)) {
-                        Ok(n) => crate::postgres::wal::read_record(repo, &n)
-                            .await
-                            .map(|r| r.time)
-                            .unwrap_or_default(),
-                        Err(_) => String::new(),
-                    },
-                    // Only the backup's own end.
-                    None => b.stop_time.clone(),
-                };
-                tli_windows.push(Window {
-                    timeline: tli,
-                    from_time: b.stop_time.clone(),
-                    from_lsn: b.stop_lsn.clone(),
-                    to_lsn: to.to_string(),
-                    to_time,
-                    ends_before: c.missing,
-                    gap: c.more_after,
-                });
-            }
-            windows.extend(tli_windows);
-        }
-        clusters.push(ClusterCoverage {
-            system_identifier: sysid,
-            backups: infos,
-            windows,
-        });
+    let mut clusters_out = Vec::new();
+    for cluster in clusters(repo, &backups).await? {
+        clusters_out.push(cluster_report(repo, cluster, &backups).await?);
     }
     Ok(Coverage {
-        clusters,
-        timelines,
+        clusters: clusters_out,
     })
 }

@@ -20,20 +20,23 @@ pub struct Archive {
     /// Every archived file name, in name order.
     names: BTreeSet<String>,
     histories: BTreeMap<u32, History>,
+    /// The cluster's system identifier.
+    pub cluster: u64,
 }
 
-/// Brings the catalog's WAL list and timeline histories up to date and
-/// returns them.
-pub async fn load(repo: &Repo) -> Result<Archive> {
+/// Brings the catalog's WAL list and timeline histories of `cluster` up
+/// to date and returns them.
+pub async fn load(repo: &Repo, cluster: u64) -> Result<Archive> {
+    let prefix = layout::wal_prefix(cluster);
     let listed: BTreeSet<String> = repo
         .store()
-        .list(layout::WAL)
+        .list(&prefix)
         .await?
         .into_iter()
-        .filter_map(|l| l.name.strip_prefix(layout::WAL).map(str::to_string))
+        .filter_map(|l| l.name.strip_prefix(&prefix).map(str::to_string))
         .filter(|n| WalName::parse(n).is_ok())
         .collect();
-    let known: HashSet<String> = repo.catalog().wal_names()?.into_iter().collect();
+    let known: HashSet<String> = repo.catalog().wal_names(cluster)?.into_iter().collect();
     let added: Vec<String> = listed
         .iter()
         .filter(|n| !known.contains(*n))
@@ -44,9 +47,9 @@ pub async fn load(repo: &Repo) -> Result<Archive> {
         .filter(|n| !listed.contains(*n))
         .cloned()
         .collect();
-    repo.catalog().update_wal(&added, &removed)?;
+    repo.catalog().update_wal(cluster, &added, &removed)?;
     let mut histories: BTreeMap<u32, History> = BTreeMap::new();
-    for (tli, text) in repo.catalog().histories()? {
+    for (tli, text) in repo.catalog().histories(cluster)? {
         histories.insert(tli, History::parse(tli, &text)?);
     }
     for n in &listed {
@@ -54,16 +57,17 @@ pub async fn load(repo: &Repo) -> Result<Archive> {
         if name.kind != WalKind::History || histories.contains_key(&name.timeline) {
             continue;
         }
-        let bytes = crate::postgres::wal::read_file(repo, &name).await?;
+        let bytes = crate::postgres::wal::read_file(repo, cluster, &name).await?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::corrupt(format!("history file {n} is not text")))?;
         let h = History::parse(name.timeline, &text)?;
-        repo.catalog().add_history(name.timeline, &text)?;
+        repo.catalog().add_history(cluster, name.timeline, &text)?;
         histories.insert(name.timeline, h);
     }
     Ok(Archive {
         names: listed,
         histories,
+        cluster,
     })
 }
 
@@ -180,6 +184,7 @@ mod tests {
 
     fn archive(names: &[&str], histories: &[(u32, &str)]) -> Archive {
         Archive {
+            cluster: 1,
             names: names.iter().map(|s| s.to_string()).collect(),
             histories: histories
                 .iter()

@@ -31,6 +31,7 @@ pub(super) async fn unlock(store: &Store, password: &[u8]) -> Result<(Id, Master
     let keys = store.list(layout::KEYS).await?;
     let mut files = Vec::new();
     let mut damaged = Vec::new();
+    let mut unsupported = 0;
     for k in &keys {
         let Some(id) = layout::id_of(&k.name) else {
             continue;
@@ -40,6 +41,9 @@ pub(super) async fn unlock(store: &Store, password: &[u8]) -> Result<(Id, Master
             Err(e) if e.kind() == Kind::Unavailable => return Err(e),
             Err(e) => {
                 tracing::warn!("key file {} is unusable: {e}", k.name);
+                if e.kind() == Kind::Unsupported {
+                    unsupported += 1;
+                }
                 damaged.push(format!("{}: {e}", k.name));
             }
         }
@@ -64,6 +68,14 @@ pub(super) async fn unlock(store: &Store, password: &[u8]) -> Result<(Id, Master
         return Err(Error::corrupt(format!(
             "{}: the repository has no key files",
             store.location()
+        )));
+    }
+    if tried == 0 && !damaged.is_empty() && unsupported == damaged.len() {
+        return Err(Error::unsupported(format!(
+            "{}: the key files are of a format this walden does not read \
+             (written by an earlier development version of walden?): {}",
+            store.location(),
+            damaged.join("; ")
         )));
     }
     if tried == 0 {

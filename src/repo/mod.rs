@@ -12,6 +12,7 @@
 //! store them again; readers that need them get a clear error; `verify`
 //! names it and `repair` rebuilds or forgets it.
 
+pub mod key_cache;
 pub mod keys;
 pub mod lock;
 pub mod objects;
@@ -151,6 +152,32 @@ impl Repo {
     /// lock, `wal-fetch` only the index files, `verify` from scratch).
     pub async fn open_unsynced(store: Store, password: &[u8], cache_root: &Path) -> Result<Repo> {
         Self::open_inner(store, password, Some(cache_root)).await
+    }
+
+    /// Opens the repository for a command PostgreSQL runs once per WAL
+    /// file (`wal-push`, `wal-fetch`): the master key comes from the key
+    /// cache when it can (no Argon2id derivation), and the catalog lives in
+    /// memory, since WAL records say where their blobs are.
+    pub async fn open_for_wal(store: Store, password: &[u8], cache_root: &Path) -> Result<Repo> {
+        if let Some(c) = key_cache::load(&store, password, cache_root).await {
+            return Ok(Repo {
+                store,
+                key: c.key,
+                key_id: c.key_id,
+                config: c.config,
+                catalog: Catalog::in_memory()?,
+            });
+        }
+        let repo = Self::open_inner(store, password, None).await?;
+        key_cache::save(
+            &repo.store,
+            password,
+            cache_root,
+            &repo.key_id,
+            &repo.key,
+            &repo.config,
+        );
+        Ok(repo)
     }
 
     /// A repository over `store` with a catalog in memory only: no cache

@@ -36,6 +36,7 @@ const FLAG_ZSTD: u8 = 1;
 pub enum Kind {
     DataBlob,
     TreeBlob,
+    ListBlob,
     PackHeader,
     Index,
     Snapshot,
@@ -51,6 +52,7 @@ impl Kind {
         match self {
             Kind::DataBlob => b'D',
             Kind::TreeBlob => b'T',
+            Kind::ListBlob => b'B',
             Kind::PackHeader => b'H',
             Kind::Index => b'I',
             Kind::Snapshot => b'S',
@@ -91,10 +93,15 @@ pub struct MasterKey {
     /// Derived from `id`: tree blobs get ids from their own key, so a file
     /// whose bytes equal some tree's encoding can never be taken for it.
     tree_id: [u8; 32],
+    /// Derived from `id`: the key of content list blobs' ids, for the same
+    /// reason.
+    list_id: [u8; 32],
 }
 
 /// The BLAKE3 key-derivation context for the tree-id key.
 pub const TREE_ID_CONTEXT: &str = "walden 2026-11-22 tree blob id key";
+/// The BLAKE3 key-derivation context for the list-id key.
+pub const LIST_ID_CONTEXT: &str = "walden 2026-12-01 list blob id key";
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,10 +136,12 @@ impl MasterKey {
         seal.copy_from_slice(&b[..32]);
         id.copy_from_slice(&b[32..]);
         let tree_id = blake3::derive_key(TREE_ID_CONTEXT, &id);
+        let list_id = blake3::derive_key(LIST_ID_CONTEXT, &id);
         Ok(MasterKey {
             seal: SealKey(seal),
             id,
             tree_id,
+            list_id,
         })
     }
 
@@ -150,6 +159,7 @@ impl MasterKey {
     pub fn blob_id(&self, kind: Kind, plaintext: &[u8]) -> Id {
         let key = match kind {
             Kind::TreeBlob => &self.tree_id,
+            Kind::ListBlob => &self.list_id,
             _ => &self.id,
         };
         Id(*blake3::keyed_hash(key, plaintext).as_bytes())
@@ -191,6 +201,13 @@ fn aad(kind: Kind, name: &[u8]) -> Vec<u8> {
 }
 
 impl SealKey {
+    /// A key derived by BLAKE3 from `material` in `context`: for keys whose
+    /// secret is already strong (a repository's own keys, a password kept
+    /// in a file beside a cache), where a slow derivation buys nothing.
+    pub fn derive(context: &str, material: &[u8]) -> SealKey {
+        SealKey(blake3::derive_key(context, material))
+    }
+
     /// Compresses (when that helps) and encrypts `plaintext` into a new
     /// envelope under a fresh random nonce.
     pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {

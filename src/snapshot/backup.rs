@@ -166,7 +166,7 @@ fn unchanged(old: &Node, new: &Node) -> bool {
         && old.ctime == new.ctime
         && old.ctime_nsec == new.ctime_nsec
         && old.inode == new.inode
-        && (old.size == 0 || !old.content.is_empty())
+        && (old.size == 0 || old.has_content())
 }
 
 /// Whether an I/O error means the path is too long to name: such an entry
@@ -376,12 +376,17 @@ impl Walker<'_> {
         prior: Option<&Node>,
     ) -> Result<()> {
         let mut node = node_from(name, md, NodeKind::File);
+        // A list blob in the catalog vouches for everything below it (it
+        // was stored after them), so a large unchanged file costs one
+        // lookup, not one per block.
         if let Some(o) = prior.filter(|o| unchanged(o, &node))
-            && o.content
+            && o.list
                 .iter()
+                .chain(o.content.iter())
                 .all(|id| self.repo.catalog().contains(id).unwrap_or(false))
         {
             node.content = o.content.clone();
+            node.list = o.list;
             return self.send(Event::Entry(node));
         }
         let (tx, rx) = bounded(1);
@@ -461,7 +466,7 @@ fn build(
                     .recv()
                     .map_err(|_| Error::internal("backup reader stopped"))??;
                 if let Some(c) = r {
-                    node.content = c.ids;
+                    super::content::set(session, &mut node, c.ids)?;
                     node.size = c.size;
                     counts.entry(&node);
                     counts.files_read += 1;

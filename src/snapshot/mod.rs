@@ -5,5 +5,6 @@
 //! from `postgres`.
 
 pub mod backup;
+pub mod content;
 pub mod pool;
 pub mod restore;

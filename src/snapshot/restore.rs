@@ -347,6 +347,7 @@ fn restore_file(
     c: &Counters,
 ) -> Result<()> {
     let path = &job.path;
+    let ids = super::content::ids_blocking(repo, rt, &job.node)?;
     let existing = match std::fs::symlink_metadata(path) {
         Ok(md) => Some(md),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -359,13 +360,13 @@ fn restore_file(
         && md.is_file()
         && md.nlink() == 1
     {
-        return restore_file_delta(repo, rt, job, mode, c);
+        return restore_file_delta(repo, rt, job, &ids, mode, c);
     }
     let written = if existing.is_some() && (mode.overwrite || mode.delta) {
         // Beside it, then renamed over it: a symlink or hard link in its
         // place is replaced, never written through.
         let mut f = AtomicFile::create(path, 0o600).map_err(|e| Error::io(path.display(), e))?;
-        let n = write_content(repo, rt, f.file(), path, &job.node.content)?;
+        let n = write_content(repo, rt, f.file(), path, &ids)?;
         check_size(path, n, &job.node)?;
         apply_meta_fd(f.file(), path, &job.node, mode.owner)?;
         f.commit(Publish::Replace)
@@ -379,7 +380,7 @@ fn restore_file(
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path.display(), e))?;
-        let r = write_content(repo, rt, &f, path, &job.node.content)
+        let r = write_content(repo, rt, &f, path, &ids)
             .and_then(|n| check_size(path, n, &job.node).map(|_| n))
             .and_then(|n| apply_meta_fd(&f, path, &job.node, mode.owner).map(|_| n));
         match r {
@@ -417,6 +418,7 @@ fn restore_file_delta(
     repo: &Repo,
     rt: &tokio::runtime::Handle,
     job: &FileJob,
+    ids: &[Id],
     mode: WriteMode,
     c: &Counters,
 ) -> Result<()> {
@@ -432,7 +434,7 @@ fn restore_file_delta(
         let mut stale = Vec::new();
         let mut at = 0u64;
         let mut buf = Vec::new();
-        for id in &job.node.content {
+        for id in ids {
             let loc = repo.locate(id)?;
             let len = loc.raw_length as usize;
             buf.resize(len, 0);

@@ -33,6 +33,8 @@ impl Env {
         c.env("WALDEN_REPO", self.repo())
             .env("WALDEN_PASSWORD", password)
             .env("WALDEN_CACHE_DIR", self.path("cache"))
+            // WAL files pushed by hand belong to this made-up cluster.
+            .env("WALDEN_CLUSTER", "1")
             .args(args);
         c
     }

@@ -237,7 +237,10 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
         .into_iter()
         .filter(|(_, s)| pg_of(s).is_some_and(|b| b.system_identifier == sysid))
         .collect();
-    let archive = archive::load(repo).await?;
+    let cluster: u64 = sysid
+        .parse()
+        .map_err(|_| Error::corrupt(format!("a backup's system identifier {sysid:?}")))?;
+    let archive = archive::load(repo, cluster).await?;
     let tli = match target_timeline(req, &archive, &backups)? {
         Some(t) => t,
         // `current`: the chosen backup's timeline; without a named backup,
@@ -371,7 +374,7 @@ pub async fn plan(repo: &Repo, req: &Request) -> Result<Plan> {
             }
             let last_time = match &last_name {
                 Some(n) => Some(
-                    crate::postgres::wal::read_record(repo, &WalName::parse(n)?)
+                    crate::postgres::wal::read_record(repo, cluster, &WalName::parse(n)?)
                         .await?
                         .time,
                 ),
@@ -435,7 +438,7 @@ async fn root_file(repo: &Repo, snap: &Snapshot, name: &str) -> Result<Option<Ve
         return Ok(None);
     };
     let mut out = Vec::with_capacity(node.size as usize);
-    for id in &node.content {
+    for id in &crate::snapshot::content::ids(repo, node).await? {
         out.extend_from_slice(&repo.read_blob(id).await?);
     }
     Ok(Some(out))

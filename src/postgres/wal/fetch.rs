@@ -1,6 +1,8 @@
 //! `wal-fetch`: restores one archived WAL file to where PostgreSQL asks
 //! (`%p`), written whole or not at all, and the background prefetch that
-//! fills the spool with the segments replay will ask for next.
+//! fills the spool with the segments replay will ask for next, several at
+//! a time. Neither needs an index file: a WAL record says where its blobs
+//! are.
 
 use std::path::Path;
 
@@ -11,43 +13,38 @@ use crate::repo::Repo;
 use super::spool::{Spool, write_dest};
 use super::{read_content, read_record};
 
-/// Restores WAL file `name` to `dest`; returns its size.
-/// [`crate::error::Error::not_archived`] when it was never archived.
-pub async fn fetch(repo: &Repo, name: &WalName, dest: &Path) -> Result<u64> {
-    let rec = read_record(repo, name).await?;
-    // Only the index files: WAL never depends on snapshots.
-    repo.sync_indexes().await?;
-    let content = read(repo, &rec).await?;
+/// Restores WAL file `name` of cluster `cluster` to `dest`; returns its
+/// size. [`crate::error::Error::not_archived`] when it was never archived.
+pub async fn fetch(repo: &Repo, cluster: u64, name: &WalName, dest: &Path) -> Result<u64> {
+    let rec = read_record(repo, cluster, name).await?;
+    let content = read_content(repo, &rec).await?;
     write_dest(dest, &content)?;
     Ok(content.len() as u64)
 }
 
-/// The verified content of the archived file `rec` names.
-async fn read(repo: &Repo, rec: &crate::format::wal::WalRecord) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(rec.size as usize);
-    read_content(repo, rec, |b| {
-        out.extend_from_slice(b);
-        Ok(())
-    })
-    .await?;
-    Ok(out)
-}
+/// Segments fetched at once by a prefetch.
+const PARALLEL: usize = 4;
 
 /// Fetches up to `count` segments following `after` on its timeline into
-/// `spool`, a few at a time, stopping at the first that is not archived.
+/// `spool`, several at a time, stopping at the first that is not archived.
 /// The caller holds the spool's prefetch lock.
-pub async fn prefetch(repo: &Repo, after: &str, count: u64, spool: &Spool) -> Result<u64> {
+pub async fn prefetch(
+    repo: &Repo,
+    cluster: u64,
+    after: &str,
+    count: u64,
+    spool: &Spool,
+) -> Result<u64> {
     use futures_util::StreamExt;
     let after = WalName::parse(after)?;
     if after.kind != WalKind::Segment {
         return Ok(0);
     }
     // The segment size is the size of the segment just fetched.
-    let seg_size = read_record(repo, &after).await?.size;
+    let seg_size = read_record(repo, cluster, &after).await?.size;
     if !crate::pg::lsn::valid_segment_size(seg_size) {
         return Ok(0);
     }
-    repo.sync_indexes().await?;
     let first = crate::pg::lsn::segment_number(after.as_str(), seg_size)?;
     let names: Vec<String> = (1..=count)
         .map(|i| crate::pg::lsn::segment_name(after.timeline, first + i, seg_size))
@@ -57,15 +54,15 @@ pub async fn prefetch(repo: &Repo, after: &str, count: u64, spool: &Spool) -> Re
             return Ok(true);
         }
         let name = WalName::parse(&n)?;
-        let rec = match read_record(repo, &name).await {
+        let rec = match read_record(repo, cluster, &name).await {
             Ok(r) => r,
             Err(e) if e.is_not_archived() => return Ok(false),
             Err(e) => return Err(e),
         };
-        spool.put(&n, &read(repo, &rec).await?)?;
+        spool.put(&n, &read_content(repo, &rec).await?)?;
         Ok(true)
     }))
-    .buffered(4);
+    .buffered(PARALLEL);
     let mut fetched = 0;
     while let Some(r) = stream.next().await {
         if !r? {

@@ -4,6 +4,9 @@
 //! file reads WAL records and the content they name; the archive as a whole
 //! (which files exist, timelines, continuity) is `wal_archive`'s.
 //!
+//! WAL is scoped by cluster: a record's name carries the system
+//! identifier, so several clusters can archive into one repository. A
+//! record says where its blobs are, so reading one needs no index file.
 //! A record that exists names content that must exist: a missing or damaged
 //! blob of an archived file is damage, never "not archived", because
 //! PostgreSQL takes "not archived" for the end of the WAL and promotes.
@@ -12,73 +15,135 @@ pub mod fetch;
 pub mod push;
 pub mod spool;
 
+use std::path::Path;
+
 use crate::error::{Error, Kind, Result};
-use crate::format::layout::Object;
-use crate::format::wal::WalRecord;
+use crate::format::layout::{self, Object};
+use crate::format::wal::{WalBlob, WalRecord};
 use crate::pg::walname::WalName;
 use crate::repo::Repo;
 
-/// Reads the WAL record of `name`; [`Error::not_archived`] when it was
-/// never archived.
-pub async fn read_record(repo: &Repo, name: &WalName) -> Result<WalRecord> {
-    let obj = Object::Wal(name.as_str());
+/// Reads the WAL record of `name` of cluster `cluster`;
+/// [`Error::not_archived`] when it was never archived.
+pub async fn read_record(repo: &Repo, cluster: u64, name: &WalName) -> Result<WalRecord> {
+    let obj = Object::Wal {
+        cluster,
+        name: name.as_str(),
+    };
     let plain = repo.get_object(&obj).await.map_err(|e| match e.kind() {
-        Kind::NotFound => Error::not_archived(format!("WAL file {name} is not in the repository")),
+        Kind::NotFound => Error::not_archived(format!(
+            "WAL file {name} of cluster {cluster} is not in the repository"
+        )),
         _ => e,
     })?;
     let rec = WalRecord::decode(&plain).map_err(|e| e.context(obj.describe()))?;
-    if rec.name != name.as_str() {
+    if rec.name != name.as_str() || rec.system_identifier != cluster.to_string() {
         return Err(Error::corrupt(format!(
-            "{} names {:?}",
+            "{} names {:?} of cluster {}",
             obj.describe(),
-            rec.name
+            rec.name,
+            rec.system_identifier
         )));
     }
     Ok(rec)
 }
 
-/// Feeds the content of the file `rec` names to `sink`, blob by blob, and
-/// checks its size; returns the size.
-pub async fn read_content(
-    repo: &Repo,
-    rec: &WalRecord,
-    mut sink: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<u64> {
-    let name = &rec.name;
-    let mut n = 0u64;
-    for id in &rec.content {
-        let plain = repo.read_blob(id).await.map_err(|e| {
-            let kind = if e.kind() == Kind::NotFound {
-                Kind::Corrupt
-            } else {
-                e.kind()
-            };
-            Error::new(
-                kind,
-                format!("WAL file {name} is archived but unreadable: {e}"),
-            )
-        })?;
-        sink(&plain)?;
-        n += plain.len() as u64;
+/// Blobs of one pack that lie end to end, fetched with one ranged get.
+struct Run<'a> {
+    pack: crate::id::Id,
+    start: u64,
+    end: u64,
+    blobs: Vec<&'a WalBlob>,
+}
+
+fn runs(content: &[WalBlob]) -> Vec<Run<'_>> {
+    let mut out: Vec<Run> = Vec::new();
+    for b in content {
+        let (start, end) = (b.offset as u64, b.offset as u64 + b.length as u64);
+        match out.last_mut() {
+            Some(r) if r.pack == b.pack && r.end == start => {
+                r.end = end;
+                r.blobs.push(b);
+            }
+            _ => out.push(Run {
+                pack: b.pack,
+                start,
+                end,
+                blobs: vec![b],
+            }),
+        }
     }
-    if n != rec.size {
+    out
+}
+
+/// The content of the file `rec` names, every blob verified, its size
+/// checked. The blobs of one push lie end to end in one pack, so this is
+/// one ranged get.
+pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
+    let name = &rec.name;
+    let damaged = |e: Error| {
+        let kind = if e.kind() == Kind::NotFound {
+            Kind::Corrupt
+        } else {
+            e.kind()
+        };
+        Error::new(
+            kind,
+            format!("WAL file {name} is archived but unreadable: {e}"),
+        )
+    };
+    let mut out = Vec::with_capacity(rec.size as usize);
+    for run in runs(&rec.content) {
+        let bytes = repo
+            .store()
+            .get_range(&layout::pack(&run.pack), run.start, run.end - run.start)
+            .await
+            .map_err(damaged)?;
+        for b in run.blobs {
+            let at = (b.offset as u64 - run.start) as usize;
+            let loc = crate::catalog::BlobLocation {
+                blob_type: crate::format::BlobType::Data,
+                pack: b.pack,
+                offset: b.offset,
+                length: b.length,
+                raw_length: b.raw_length,
+            };
+            let plain = repo
+                .open_blob(&b.id, &loc, &bytes[at..at + b.length as usize])
+                .map_err(damaged)?;
+            out.extend_from_slice(&plain);
+        }
+    }
+    if out.len() as u64 != rec.size {
         return Err(Error::corrupt(format!(
-            "WAL file {name}: restored {n} bytes, the record says {}",
+            "WAL file {name}: restored {} bytes, the record says {}",
+            out.len(),
             rec.size
         )));
     }
-    Ok(n)
+    Ok(out)
 }
 
-/// The whole content of a (small) archived file, such as a timeline
-/// history. [`Error::not_archived`] when it was never archived.
-pub async fn read_file(repo: &Repo, name: &WalName) -> Result<Vec<u8>> {
-    let rec = read_record(repo, name).await?;
-    let mut out = Vec::with_capacity(rec.size as usize);
-    read_content(repo, &rec, |b| {
-        out.extend_from_slice(b);
-        Ok(())
-    })
-    .await?;
-    Ok(out)
+/// The whole content of an archived file, such as a timeline history.
+/// [`Error::not_archived`] when it was never archived.
+pub async fn read_file(repo: &Repo, cluster: u64, name: &WalName) -> Result<Vec<u8>> {
+    let rec = read_record(repo, cluster, name).await?;
+    read_content(repo, &rec).await
+}
+
+/// The system identifier of the cluster whose data directory is `dir`,
+/// from its `global/pg_control`. PostgreSQL runs `archive_command` and
+/// `restore_command` in the data directory, so `.` names it there.
+pub fn cluster_of(dir: &Path) -> Result<u64> {
+    let path = dir.join("global").join("pg_control");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::invalid(format!(
+            "cannot tell which cluster this WAL belongs to: {} is unreadable ({e}); \
+             run from the data directory (as PostgreSQL does) or pass --cluster SYSTEM_IDENTIFIER",
+            path.display()
+        ))
+    })?;
+    let id = crate::pg::control::system_identifier(&bytes)?;
+    id.parse()
+        .map_err(|_| Error::corrupt(format!("{}: bad system identifier", path.display())))
 }

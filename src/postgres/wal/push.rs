@@ -1,22 +1,24 @@
-//! `wal-push`: archives one WAL file. Its content is chunked and stored
-//! through a write session like any file, then a sealed WAL record naming
-//! its chunks is stored create-only: of two pushes racing with one name,
-//! exactly one stores its record. Success is reported only after the
-//! record reads back. Pushing a file already archived with the same
-//! content succeeds without storing anything; with different content it
-//! fails as a conflict and the archived file stays as it was.
+//! `wal-push`: archives one WAL file in a constant number of requests,
+//! however large the archive: its chunks are sealed into one pack of its
+//! own (no index file, no listing, no lock: PostgreSQL's `pg_wal` fills
+//! while archiving waits), then a record naming where each chunk lies is
+//! stored create-only, so of two pushes racing with one name exactly one
+//! stores its record. Success is reported only after the record reads
+//! back. Pushing a file already archived with the same content succeeds
+//! without storing anything; with different content it fails as a
+//! conflict and the archived file stays as it was.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Kind, Result};
 use crate::format::BlobType;
-use crate::format::layout::Object;
-use crate::format::wal::WalRecord;
+use crate::format::layout::{self, Object};
+use crate::format::pack::PackBuilder;
+use crate::format::wal::{WalBlob, WalRecord};
 use crate::id::Id;
 use crate::pg::walname::WalName;
-use crate::repo::session::Session;
-use crate::repo::{Repo, host_name, lock};
+use crate::repo::{Repo, host_name};
 use crate::seal::Compression;
 
 use super::read_record;
@@ -37,32 +39,61 @@ fn file_name(path: &Path) -> Result<WalName> {
     WalName::parse(n)
 }
 
-/// The chunk ids and size of a file, without storing anything.
-fn chunk_ids(repo: &Repo, path: &Path) -> Result<(Vec<Id>, u64)> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
-    let mut ids = Vec::new();
-    let mut size = 0u64;
-    for c in repo.config().chunker.chunks(f) {
-        let c = c.map_err(|e| Error::io(path.display(), e))?;
-        size += c.len() as u64;
-        ids.push(repo.key().blob_id(crate::seal::Kind::DataBlob, &c));
-    }
-    Ok((ids, size))
+/// A WAL file cut into chunks, each sealed: what its pack holds.
+struct Sealed {
+    size: u64,
+    /// (id, plaintext length, envelope), in file order.
+    chunks: Vec<(Id, u32, Vec<u8>)>,
 }
 
-/// Compares the file at `path` with the archived `existing` record.
-async fn compare(
-    repo: &Arc<Repo>,
-    name: &WalName,
-    path: &Path,
-    existing: &WalRecord,
-) -> Result<PushOutcome> {
-    let r = repo.clone();
-    let p = path.to_path_buf();
-    let (ids, size) = tokio::task::spawn_blocking(move || chunk_ids(&r, &p))
-        .await
-        .map_err(|e| Error::internal(format!("chunking: {e}")))??;
-    if ids == existing.content && size == existing.size {
+/// Cuts and seals `bytes`, the chunks in parallel over the cores.
+fn seal(repo: &Repo, bytes: &[u8]) -> Result<Sealed> {
+    let pieces: Vec<&[u8]> = {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in repo.config().chunker.chunks(bytes) {
+            let c = c.map_err(|e| Error::internal(format!("chunking in memory: {e}")))?;
+            out.push(&bytes[at..at + c.len()]);
+            at += c.len();
+        }
+        out
+    };
+    let c = repo.compression();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(pieces.len().max(1));
+    let per = pieces.len().div_ceil(workers.max(1)).max(1);
+    let mut chunks: Vec<(Id, u32, Vec<u8>)> = Vec::with_capacity(pieces.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pieces
+            .chunks(per)
+            .map(|group| {
+                s.spawn(move || {
+                    group
+                        .iter()
+                        .map(|p| {
+                            let id = repo.key().blob_id(crate::seal::Kind::DataBlob, p);
+                            let env = repo.key().seal(crate::seal::Kind::DataBlob, &id.0, p, c);
+                            (id, p.len() as u32, env)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            chunks.extend(h.join().expect("sealing thread"));
+        }
+    });
+    Ok(Sealed {
+        size: bytes.len() as u64,
+        chunks,
+    })
+}
+
+/// Compares the file's content with the archived `existing` record.
+fn compare(name: &WalName, ids: &[Id], size: u64, existing: &WalRecord) -> Result<PushOutcome> {
+    if existing.ids().eq(ids.iter()) && size == existing.size {
         return Ok(PushOutcome::AlreadyArchived { size });
     }
     Err(Error::conflict(format!(
@@ -72,54 +103,95 @@ async fn compare(
     )))
 }
 
-/// Archives the WAL file at `path` (PostgreSQL's `%p`). Needs no synced
-/// catalog: it syncs the index files under its lock before storing.
-pub async fn push(repo: Arc<Repo>, path: &Path) -> Result<PushOutcome> {
+fn ids_of(repo: &Repo, bytes: &[u8]) -> Result<Vec<Id>> {
+    repo.config()
+        .chunker
+        .chunks(bytes)
+        .map(|c| {
+            c.map(|c| repo.key().blob_id(crate::seal::Kind::DataBlob, &c))
+                .map_err(|e| Error::internal(format!("chunking in memory: {e}")))
+        })
+        .collect()
+}
+
+/// Archives the WAL file at `path` (PostgreSQL's `%p`) for cluster
+/// `cluster` (its system identifier).
+pub async fn push(repo: Arc<Repo>, cluster: u64, path: &Path) -> Result<PushOutcome> {
     let name = file_name(path)?;
-    match read_record(&repo, &name).await {
-        Ok(existing) => return compare(&repo, &name, path, &existing).await,
+    let p = path.to_path_buf();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&p))
+        .await
+        .map_err(|e| Error::internal(format!("reading: {e}")))?
+        .map_err(|e| Error::io(path.display(), e))?;
+    match read_record(&repo, cluster, &name).await {
+        Ok(existing) => {
+            let ids = ids_of(&repo, &bytes)?;
+            return compare(&name, &ids, bytes.len() as u64, &existing);
+        }
         Err(e) if e.is_not_archived() => {}
         Err(e) => return Err(e),
     }
-    let guard = lock::acquire(&repo, false).await?;
-    let r = store_file(&repo, &name, path).await;
-    let released = guard.release().await;
-    let out = r?;
-    released?;
-    Ok(out)
+    let r = repo.clone();
+    let sealed = tokio::task::spawn_blocking(move || seal(&r, &bytes))
+        .await
+        .map_err(|e| Error::internal(format!("sealing: {e}")))??;
+    store(&repo, cluster, &name, sealed).await
 }
 
-async fn store_file(repo: &Arc<Repo>, name: &WalName, path: &Path) -> Result<PushOutcome> {
-    // Index files only: archiving never depends on snapshots.
-    repo.sync_indexes().await?;
-    let session = Session::start(repo.clone());
-    let handle = session.handle();
-    let p = path.to_path_buf();
-    let chunked = tokio::task::spawn_blocking(move || -> Result<(Vec<Id>, u64)> {
-        let f = std::fs::File::open(&p).map_err(|e| Error::io(p.display(), e))?;
-        let mut ids = Vec::new();
-        let mut size = 0u64;
-        for c in handle.repo().config().chunker.chunks(f) {
-            let c = c.map_err(|e| Error::io(p.display(), e))?;
-            size += c.len() as u64;
-            ids.push(handle.store(BlobType::Data, c)?);
+async fn store(repo: &Repo, cluster: u64, name: &WalName, sealed: Sealed) -> Result<PushOutcome> {
+    let size = sealed.size;
+    let ids: Vec<Id> = sealed.chunks.iter().map(|c| c.0).collect();
+    // One pack holds the file's chunks, each once, end to end.
+    let mut builder = PackBuilder::new();
+    let mut seen = std::collections::HashSet::new();
+    for (id, raw, env) in &sealed.chunks {
+        if seen.insert(*id) {
+            builder.add(BlobType::Data, *id, *raw, env);
         }
-        Ok((ids, size))
-    })
-    .await
-    .map_err(|e| Error::internal(format!("chunking: {e}")))?;
-    let stats = session.finish().await;
-    let (content, size) = chunked?;
-    let stats = stats?;
+    }
+    let (pack, bytes, entries) = builder.finish(repo.key());
+    let pack_size = bytes.len() as u64;
+    let stored: u64 = entries.iter().map(|e| e.length as u64).sum();
+    let pack_name = layout::pack(&pack);
+    repo.store().put(&pack_name, bytes).await?;
+    // Success means durable: the pack must be there, whole.
+    match repo.store().size(&pack_name).await? {
+        Some(s) if s == pack_size => {}
+        other => {
+            return Err(Error::unavailable(format!(
+                "pack {pack_name} reads back with size {other:?} after writing {pack_size} bytes"
+            )));
+        }
+    }
+    let content = ids
+        .iter()
+        .map(|id| {
+            let e = entries
+                .iter()
+                .find(|e| e.id == *id)
+                .expect("every chunk is in the pack");
+            WalBlob {
+                id: *id,
+                pack,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            }
+        })
+        .collect();
     let record = WalRecord {
         version: crate::format::VERSION,
+        system_identifier: cluster.to_string(),
         name: name.as_str().to_string(),
         size,
         content,
         time: crate::format::format_time(std::time::SystemTime::now()),
         host: host_name(),
     };
-    let obj = Object::Wal(name.as_str());
+    let obj = Object::Wal {
+        cluster,
+        name: name.as_str(),
+    };
     match repo
         .put_new_object(&obj, &record.encode(), Compression::Zstd(3))
         .await
@@ -127,20 +199,20 @@ async fn store_file(repo: &Arc<Repo>, name: &WalName, path: &Path) -> Result<Pus
         Ok(()) => {}
         // Another push of this name stored its record first.
         Err(e) if e.kind() == Kind::Conflict => {
-            let existing = read_record(repo, name).await?;
-            return compare(repo, name, path, &existing).await;
+            let existing = read_record(repo, cluster, name).await?;
+            return compare(name, &ids, size, &existing);
         }
         Err(e) => return Err(e),
     }
-    // Success means durable: the record must read back as written.
-    let back = read_record(repo, name).await?;
+    // Success means durable: the record must read back as written. A store
+    // without create-only puts may have let another writer replace it; what
+    // counts then is whether the archived content is this file's.
+    let back = read_record(repo, cluster, name).await?;
     if back != record {
-        // A store without create-only puts let another writer replace it:
-        // what counts is whether the archived content is this file's.
-        return compare(repo, name, path, &back).await;
+        return compare(name, &ids, size, &back);
     }
     Ok(PushOutcome::Stored {
         size,
-        new_stored_bytes: stats.new_stored_bytes,
+        new_stored_bytes: stored,
     })
 }

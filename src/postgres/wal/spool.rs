@@ -40,9 +40,10 @@ fn hash(name: &str, content: &[u8]) -> [u8; 32] {
 }
 
 impl Spool {
-    /// The spool of the repository at `location`, under the cache root.
-    pub fn new(cache_root: &Path, location: &str) -> Spool {
-        let key = blake3::hash(location.as_bytes()).to_hex();
+    /// The spool of cluster `cluster` in the repository at `location`,
+    /// under the cache root.
+    pub fn new(cache_root: &Path, location: &str, cluster: u64) -> Spool {
+        let key = blake3::hash(format!("{cluster}\0{location}").as_bytes()).to_hex();
         Spool {
             dir: cache_root.join("wal-spool").join(&key[..32]),
         }
@@ -220,7 +221,7 @@ mod tests {
     #[test]
     fn serves_only_what_checks_out() {
         let d = tempfile::tempdir().unwrap();
-        let s = Spool::new(d.path(), "/repo");
+        let s = Spool::new(d.path(), "/repo", 7);
         let name = "000000010000000000000010";
         let dest = d.path().join("dest");
         s.put(name, b"segment bytes").unwrap();
@@ -253,7 +254,7 @@ mod tests {
     #[test]
     fn prefetch_starts_only_when_the_spool_runs_low() {
         let d = tempfile::tempdir().unwrap();
-        let s = Spool::new(d.path(), "/repo");
+        let s = Spool::new(d.path(), "/repo", 7);
         let mb = 1 << 20;
         let n = seg("000000010000000000000010");
         assert!(s.prefetch_wanted(&n, mb, 8));

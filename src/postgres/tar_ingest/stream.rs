@@ -1,0 +1,341 @@
+//! Reading a `pg_basebackup` tar stream once, in order, without extracting
+//! it: each file's content is cut (relation files into pages, others by
+//! the repository's chunker) and handed to the storing workers, while the
+//! entries' metadata goes to the collector. Files PostgreSQL's base backup
+//! exclusions leave out by name are read past, never stored. A stream cut
+//! short or not tar at all is told apart from an I/O error.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Read;
+use std::rc::Rc;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind, Stat};
+use crate::id::Id;
+use crate::pg::page::PAGE_SIZE;
+
+use super::{BACKUP_FILES, KEPT_FILES, Kept, lossy, parent_and_name};
+
+/// How the input ended, shared between the tar reader's source and the
+/// code that explains its errors: at end of input, or with an I/O error
+/// (which the tar reader would report as a format error).
+#[derive(Default)]
+struct SourceState {
+    eof: bool,
+    error: Option<(std::io::ErrorKind, String)>,
+    offset: u64,
+}
+
+struct Source<R> {
+    inner: R,
+    state: Rc<RefCell<SourceState>>,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(0) if !buf.is_empty() => {
+                    self.state.borrow_mut().eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    self.state.borrow_mut().offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.state.borrow_mut().error = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Counts what passes through, and keeps a copy when asked.
+struct Tee<'a, R> {
+    inner: R,
+    read: u64,
+    copy: Option<&'a mut Vec<u8>>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if let Some(c) = self.copy.as_mut() {
+            c.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// From the tar reader to the collector, in stream order.
+pub(super) enum Event {
+    /// A directory or symlink, complete.
+    Entry(Vec<u8>, Node),
+    /// A regular file: its chunks follow, then `End`.
+    Begin(Vec<u8>, Node),
+    Chunk(Receiver<Result<Id>>),
+    End,
+}
+
+/// A chunk for the storing workers.
+pub(super) struct Job {
+    pub data: Vec<u8>,
+    pub reply: Sender<Result<Id>>,
+}
+
+/// Whether the file at `rel` is left out by name alone. The backup's own
+/// files and the WAL it carries are kept.
+fn skipped(rel: &str) -> bool {
+    !(BACKUP_FILES.contains(&rel) || rel.starts_with("pg_wal/"))
+        && crate::pg::exclude::skips_file(rel)
+}
+
+/// A tar path as a relative path: no leading `./` or trailing `/`, no `.`
+/// or empty components; `None` for the root itself. Absolute paths and `..`
+/// are refused.
+pub(super) fn normalize(raw: &[u8]) -> Result<Option<Vec<u8>>> {
+    if raw.first() == Some(&b'/') {
+        return Err(Error::invalid(format!(
+            "the tar holds an absolute path {:?}, which a base backup never does",
+            String::from_utf8_lossy(raw)
+        )));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                return Err(Error::invalid(format!(
+                    "the tar holds a path with '..', {:?}, which a base backup never does",
+                    String::from_utf8_lossy(raw)
+                )));
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(parts.join(&b'/')))
+}
+
+fn header_node(header: &tar::Header, name: &[u8], kind: NodeKind) -> std::io::Result<Node> {
+    let id = |v: u64, what: &str| {
+        u32::try_from(v)
+            .map_err(|_| std::io::Error::other(format!("{what} {v} does not fit in 32 bits")))
+    };
+    let mtime = header.mtime()? as i64;
+    // A tar records neither ctime, inode nor device.
+    Ok(Node::new(
+        name.to_vec(),
+        kind,
+        Stat {
+            mode: header.mode()?,
+            uid: id(header.uid()?, "uid")?,
+            gid: id(header.gid()?, "gid")?,
+            mtime,
+            ctime: mtime,
+            ..Stat::default()
+        },
+    ))
+}
+
+/// Reads the whole stream, storing file content through `jobs` and sending
+/// the entries to the collector through `events`. Returns what the
+/// collector does not see: the root entry and the kept files' bytes.
+pub(super) fn read_stream<R: Read>(
+    what: &str,
+    input: R,
+    chunker: &crate::chunk::ChunkerParams,
+    jobs: &Sender<Job>,
+    events: &Sender<Event>,
+) -> Result<(Option<Node>, Kept)> {
+    let state = Rc::new(RefCell::new(SourceState::default()));
+    let mut archive = tar::Archive::new(Source {
+        inner: input,
+        state: state.clone(),
+    });
+    let mut root = None;
+    let mut kept = HashMap::new();
+    let stopped = || Error::internal("the tar backup's collector stopped");
+    let entries_seen = std::cell::Cell::new(0u64);
+    // A tar reader error as ours: the input's own I/O error, a stream cut
+    // short, or one that is not tar.
+    let fail = |e: std::io::Error, at: &str| -> Error {
+        let st = state.borrow();
+        if let Some((kind, msg)) = &st.error {
+            return Error::io(what, std::io::Error::new(*kind, msg.clone()));
+        }
+        if st.eof {
+            return Error::invalid(format!(
+                "{what} is truncated: it ends {at}; no snapshot was written"
+            ));
+        }
+        tracing::debug!("tar reader: {e}");
+        if entries_seen.get() == 0 {
+            return Error::invalid(format!(
+                "{what} is not a tar stream (its first block is not a tar header); no snapshot was written"
+            ));
+        }
+        Error::invalid(format!(
+            "{what} is damaged: a tar header or entry before byte {} does not parse; no snapshot was written",
+            st.offset
+        ))
+    };
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::internal(format!("tar reader: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fail(e, "inside an entry's header"))?;
+        entries_seen.set(entries_seen.get() + 1);
+        let raw = entry.path_bytes().into_owned();
+        let header = entry.header().clone();
+        let bad_header = |e: std::io::Error| {
+            Error::invalid(format!(
+                "{what}: the header of {:?} is damaged: {e}",
+                lossy(&raw)
+            ))
+        };
+        let path = normalize(&raw).map_err(|e| e.context(what))?;
+        let kind = header.entry_type();
+        let node_kind = if kind.is_dir() {
+            NodeKind::Dir
+        } else if kind.is_symlink() {
+            NodeKind::Symlink
+        } else if kind.is_file() || kind.is_contiguous() {
+            NodeKind::File
+        } else if kind.is_pax_global_extensions() {
+            continue;
+        } else {
+            tracing::warn!(
+                "{what}: skipping {:?}: not a regular file, directory or symlink",
+                lossy(&raw)
+            );
+            continue;
+        };
+        let Some(path) = path else {
+            if node_kind == NodeKind::Dir {
+                root = Some(header_node(&header, b"", NodeKind::Dir).map_err(bad_header)?);
+            }
+            continue;
+        };
+        let (_, name) = parent_and_name(&path);
+        let mut node = header_node(&header, name, node_kind).map_err(bad_header)?;
+        match node_kind {
+            NodeKind::Dir => events
+                .send(Event::Entry(path, node))
+                .map_err(|_| stopped())?,
+            NodeKind::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| {
+                        Error::invalid(format!("{what}: symlink {:?} has no target", lossy(&path)))
+                    })?
+                    .into_owned();
+                node.target = Some(target);
+                events
+                    .send(Event::Entry(path, node))
+                    .map_err(|_| stopped())?;
+            }
+            NodeKind::File => {
+                let size = entry.size();
+                node.size = size;
+                let rel = lossy(&path);
+                // What PostgreSQL's exclusions leave out by name is never
+                // stored: its bytes are read past.
+                if skipped(&rel) {
+                    std::io::copy(&mut entry, &mut std::io::sink())
+                        .map_err(|e| fail(e, &format!("inside {rel}")))?;
+                    continue;
+                }
+                let keep = KEPT_FILES.iter().find(|k| **k == rel).copied();
+                let mut copy = Vec::new();
+                events
+                    .send(Event::Begin(path, node.clone()))
+                    .map_err(|_| stopped())?;
+                let mut tee = Tee {
+                    inner: &mut entry,
+                    read: 0,
+                    copy: keep.map(|_| &mut copy),
+                };
+                let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> =
+                    if crate::pg::exclude::is_relation_file(&rel) {
+                        Box::new(crate::chunk::fixed_blocks(&mut tee, PAGE_SIZE))
+                    } else {
+                        Box::new(chunker.chunks(&mut tee))
+                    };
+                for chunk in chunks {
+                    let data = chunk.map_err(|e| fail(e, &format!("inside {rel}")))?;
+                    let (tx, rx) = bounded(1);
+                    jobs.send(Job { data, reply: tx })
+                        .map_err(|_| Error::internal("the storing workers stopped"))?;
+                    events.send(Event::Chunk(rx)).map_err(|_| stopped())?;
+                }
+                if tee.read != size {
+                    return Err(fail(
+                        std::io::Error::other("short entry"),
+                        &format!("inside {rel} ({} of its {size} bytes)", tee.read),
+                    ));
+                }
+                events.send(Event::End).map_err(|_| stopped())?;
+                if let Some(k) = keep {
+                    kept.insert(k, (copy, node.mtime));
+                }
+            }
+        }
+    }
+    {
+        let st = state.borrow();
+        if let Some((kind, msg)) = &st.error {
+            return Err(Error::io(what, std::io::Error::new(*kind, msg.clone())));
+        }
+        if st.eof {
+            return Err(Error::invalid(format!(
+                "{what} is truncated: it ends without the tar end-of-archive marker; no snapshot was written"
+            )));
+        }
+    }
+    // Read what follows the end marker (its second block, padding), so a
+    // writer on the other end of a pipe is not cut off.
+    let mut rest = archive.into_inner();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut trailing = false;
+    loop {
+        match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => trailing |= buf[..n].iter().any(|b| *b != 0),
+            Err(e) => return Err(Error::io(what, e)),
+        }
+    }
+    if trailing {
+        tracing::warn!("{what}: data after the tar end-of-archive marker was ignored");
+    }
+    Ok((root, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_tar_paths() {
+        let n = |s: &str| normalize(s.as_bytes()).unwrap().map(|p| lossy(&p));
+        assert_eq!(
+            n("./pg_wal/archive_status/"),
+            Some("pg_wal/archive_status".into())
+        );
+        assert_eq!(n("base/1/1259"), Some("base/1/1259".into()));
+        assert_eq!(n("./"), None);
+        assert_eq!(n("."), None);
+        assert_eq!(n("a//b/./c"), Some("a/b/c".into()));
+        assert!(normalize(b"/etc/passwd").is_err());
+        assert!(normalize(b"base/../../x").is_err());
+    }
+}
