@@ -683,3 +683,79 @@ fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
         std::fs::read(src.join(&names[2])).unwrap()
     );
 }
+
+#[test]
+fn async_push_returns_once_queued_and_the_pusher_archives_everything() {
+    let e = Env::new();
+    e.init();
+    let dir = e.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: Vec<String> = (1..=6)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(dir.join(n), noise(300 + i as u64, 1 << 20)).unwrap();
+        e.ok(&["wal-push", "--async", dir.join(n).to_str().unwrap()]);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while e.objects("wal/1").len() < names.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background pusher did not archive everything"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for n in &names {
+        let out = e.path("fetched");
+        e.ok(&["wal-fetch", "--prefetch", "0", n, out.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(dir.join(n)).unwrap()
+        );
+    }
+    assert!(
+        e.objects("data").len() <= names.len(),
+        "queued files are pushed in batches"
+    );
+
+    // A repository the pusher cannot write (another cluster, so another
+    // queue and pusher): the queue fills, and once it holds more than its
+    // limit a push fails loudly, naming the pusher's last error.
+    let late = dir.join("000000010000000000000010");
+    std::fs::write(&late, noise(9, 1 << 20)).unwrap();
+    let o = e
+        .command(
+            "correct horse",
+            &["wal-push", "--async", late.to_str().unwrap()],
+        )
+        .env("WALDEN_STORE_FAULTS", "put=readonly")
+        .env("WALDEN_CLUSTER", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let o = loop {
+        let o = e
+            .command(
+                "correct horse",
+                &[
+                    "wal-push",
+                    "--async",
+                    "--queue-limit",
+                    "1MiB",
+                    late.to_str().unwrap(),
+                ],
+            )
+            .env("WALDEN_STORE_FAULTS", "put=readonly")
+            .env("WALDEN_CLUSTER", "2")
+            .output()
+            .unwrap();
+        if !o.status.success() && stderr(&o).contains("last error") {
+            break o;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stderr(&o));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+}

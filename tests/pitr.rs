@@ -615,3 +615,77 @@ fn tablespaces_are_backed_up_and_restored_to_a_remapped_directory() {
         moved.display().to_string()
     );
 }
+
+/// Two clusters archive into one repository: their WAL never meets (the
+/// same segment names exist in both), and each is restored from the shared
+/// repository to its own restore point with exactly its own rows.
+#[test]
+fn two_clusters_share_a_repository_and_each_restores_to_its_own_point() {
+    let (tmp, archive) = Archive::in_temp_dir();
+    let root = tmp.path();
+    let mut expected = Vec::new();
+    let mut backups = Vec::new();
+    let mut sources = Vec::new();
+    for (i, name) in ["east", "west"].iter().enumerate() {
+        let dir = root.join(name);
+        hand_over(&dir);
+        let c = Cluster::start(
+            &dir,
+            &format!(
+                "wal_level = replica\narchive_mode = on\n{}",
+                archive.push_command()
+            ),
+        );
+        c.psql(&format!(
+            "create table accounts(id int primary key, balance bigint not null);
+             insert into accounts select g, {} from generate_series(1, {ACCOUNTS}) g",
+            1000 * (i + 1)
+        ));
+        backups.push(ok(&archive.base_backup(&c, "full"), "full backup"));
+        transfers(&c, root, 150);
+        expected.push(balances(&c));
+        let port = c.port.to_string();
+        ok(
+            &archive.walden(&[
+                "--json",
+                "restore-point",
+                &format!("{name}-point"),
+                "--pg-host",
+                c.sock().to_str().unwrap(),
+                "--pg-port",
+                &port,
+                "--pg-user",
+                "postgres",
+            ]),
+            "restore-point",
+        );
+        transfers(&c, root, 50);
+        archive_current(&c);
+        sources.push(c);
+    }
+    assert_ne!(
+        backups[0]["postgres"]["system_identifier"],
+        backups[1]["postgres"]["system_identifier"]
+    );
+    let info = ok(&archive.walden(&["--json", "info"]), "info");
+    assert_eq!(info["clusters"].as_array().unwrap().len(), 2, "{info}");
+    for s in &sources {
+        s.stop();
+    }
+    for (i, name) in ["east", "west"].iter().enumerate() {
+        let id = backups[i]["id"].as_str().unwrap();
+        let point = format!("{name}-point");
+        let r = restore_and_start(
+            &archive,
+            root,
+            &format!("restored-{name}"),
+            &[id, "--target-name", &point, "--target-action", "promote"],
+            "archive_mode = off",
+        );
+        assert_eq!(
+            balances(&r.cluster),
+            expected[i],
+            "{name}: the rows at its point"
+        );
+    }
+}

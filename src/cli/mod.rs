@@ -73,6 +73,9 @@ enum Command {
     /// The background half of wal-fetch's prefetch
     #[command(hide = true)]
     WalPrefetch(wal::PrefetchArgs),
+    /// The background pusher of wal-push --async
+    #[command(hide = true)]
+    WalPushQueue(wal::DrainArgs),
     /// Remove stale locks (or every lock with --all)
     Unlock(unlock::UnlockArgs),
     /// Repair after damage: rebuild index files, forget broken snapshots
@@ -193,6 +196,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::WalPush(a) => wal::push(&s, a).await,
         Command::WalFetch(a) => wal::fetch(&s, a).await,
         Command::WalPrefetch(a) => wal::prefetch(&s, a).await,
+        Command::WalPushQueue(a) => wal::drain(&s, a).await,
         Command::Unlock(a) => unlock::run(&s, a).await,
         Command::Repair(c) => repair::run(&s, c).await,
     }

@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use walden::error::Result;
-use walden::postgres::wal::{self, spool::Spool};
+use walden::postgres::wal::{self, queue::Queue, spool::Spool};
 use walden::repo::Repo;
 
 use super::output::print_json;
@@ -42,6 +42,38 @@ pub struct PushArgs {
     path: PathBuf,
     #[command(flatten)]
     cluster: ClusterArg,
+    /// Return once the file is durable in a local queue; a background
+    /// pusher stores queued files in the repository in batches
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// With --async: refuse new files (exit 5) while the queue holds this
+    /// much (e.g. 2GiB, 500MiB)
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    queue_limit: u64,
+}
+
+#[derive(Args)]
+pub struct DrainArgs {
+    #[arg(long)]
+    cluster: u64,
+}
+
+/// A size: bytes, or a number with KiB, MiB, GiB or TiB.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB, GiB or TiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(Args)]
@@ -69,12 +101,59 @@ pub struct PrefetchArgs {
 
 pub async fn push(s: &Settings, a: PushArgs) -> Result<i32> {
     let cluster = a.cluster.resolve()?;
+    if a.asynchronous {
+        return push_async(s, &a, cluster);
+    }
     let repo = Arc::new(Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?);
     let outcome = wal::push::push(repo, cluster, &a.path).await?;
     if s.json {
         print_json(&serde_json::to_value(&outcome).expect("serializes"));
     }
     Ok(0)
+}
+
+/// `wal-push --async`: the file into the local queue, durably, and a
+/// pusher started if none runs.
+fn push_async(s: &Settings, a: &PushArgs, cluster: u64) -> Result<i32> {
+    let queue = Queue::new(&s.cache_dir, &s.repo, cluster);
+    queue.enqueue(&a.path, a.queue_limit)?;
+    if let Some(e) = queue.last_error() {
+        eprintln!(
+            "walden: warning: the background WAL pusher is failing: {}",
+            e.trim()
+        );
+    }
+    if !queue.pusher_running() {
+        spawn_detached(
+            &s.global,
+            &["wal-push-queue", "--cluster", &cluster.to_string()],
+        );
+    }
+    if s.json {
+        print_json(&json!({"outcome": "queued"}));
+    }
+    Ok(0)
+}
+
+/// The hidden background pusher of the asynchronous queue.
+pub async fn drain(s: &Settings, a: DrainArgs) -> Result<i32> {
+    let queue = Queue::new(&s.cache_dir, &s.repo, a.cluster);
+    loop {
+        let Some(held) = queue.lock_pusher()? else {
+            return Ok(0);
+        };
+        let repo = Arc::new(Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?);
+        if let Err(e) = wal::push::drain(repo, a.cluster, &queue).await {
+            queue.record_error(&e);
+            return Err(e);
+        }
+        drop(held);
+        // A file queued while this pusher was deciding to stop would wait
+        // for the next push: look once more after letting go of the lock.
+        if queue.pending()?.is_empty() {
+            return Ok(0);
+        }
+    }
 }
 
 pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
@@ -99,7 +178,17 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
     };
     spool.forget_before(&name);
     if spool.prefetch_wanted(&name, size, a.prefetch) {
-        start_prefetch(&s.global, name.as_str(), a.prefetch, cluster);
+        spawn_detached(
+            &s.global,
+            &[
+                "wal-prefetch",
+                name.as_str(),
+                "--count",
+                &a.prefetch.to_string(),
+                "--cluster",
+                &cluster.to_string(),
+            ],
+        );
     }
     if s.json {
         print_json(&json!({"name": a.name, "size": size, "from_spool": from_spool}));
@@ -118,10 +207,11 @@ pub async fn prefetch(s: &Settings, a: PrefetchArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Starts `wal-prefetch` in the background, detached from PostgreSQL's
-/// restore_command so that replay does not wait for it. Failing to start
-/// only costs speed.
-fn start_prefetch(g: &Global, after: &str, count: u64, cluster: u64) {
+/// Starts `walden ARGS` (a prefetch, a queue pusher) in the background,
+/// detached from PostgreSQL's archive or restore command, so that the
+/// server does not wait for it. It gets the same repository, config,
+/// password file and cache. Failing to start only costs speed.
+fn spawn_detached(g: &Global, args: &[&str]) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
@@ -139,19 +229,12 @@ fn start_prefetch(g: &Global, after: &str, count: u64, cluster: u64) {
     if let Some(c) = &g.cache_dir {
         cmd.arg("--cache-dir").arg(c);
     }
-    cmd.args([
-        "wal-prefetch",
-        after,
-        "--count",
-        &count.to_string(),
-        "--cluster",
-        &cluster.to_string(),
-    ])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe; it puts the prefetch in its own
-    // session so signals meant for PostgreSQL's recovery do not reach it.
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it puts the child in its own
+    // session so signals meant for PostgreSQL's processes do not reach it.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
@@ -159,6 +242,6 @@ fn start_prefetch(g: &Global, after: &str, count: u64, cluster: u64) {
         });
     }
     if let Err(e) = cmd.spawn() {
-        tracing::debug!("prefetch not started: {e}");
+        tracing::debug!("{} not started: {e}", args[0]);
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod fetch;
 pub mod push;
+pub mod queue;
 pub mod spool;
 
 use std::path::Path;

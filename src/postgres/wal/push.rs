@@ -114,71 +114,193 @@ fn ids_of(repo: &Repo, bytes: &[u8]) -> Result<Vec<Id>> {
         .collect()
 }
 
+/// A WAL file to archive: its name and content.
+pub struct WalFile {
+    pub name: WalName,
+    pub bytes: Vec<u8>,
+}
+
+impl WalFile {
+    /// Reads the WAL file at `path` (PostgreSQL's `%p`).
+    pub fn read(path: &Path) -> Result<WalFile> {
+        let name = file_name(path)?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        Ok(WalFile { name, bytes })
+    }
+}
+
 /// Archives the WAL file at `path` (PostgreSQL's `%p`) for cluster
 /// `cluster` (its system identifier).
 pub async fn push(repo: Arc<Repo>, cluster: u64, path: &Path) -> Result<PushOutcome> {
-    let name = file_name(path)?;
     let p = path.to_path_buf();
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&p))
+    let file = tokio::task::spawn_blocking(move || WalFile::read(&p))
         .await
-        .map_err(|e| Error::internal(format!("reading: {e}")))?
-        .map_err(|e| Error::io(path.display(), e))?;
-    match read_record(&repo, cluster, &name).await {
-        Ok(existing) => {
-            let ids = ids_of(&repo, &bytes)?;
-            return compare(&name, &ids, bytes.len() as u64, &existing);
-        }
-        Err(e) if e.is_not_archived() => {}
-        Err(e) => return Err(e),
-    }
-    let r = repo.clone();
-    let sealed = tokio::task::spawn_blocking(move || seal(&r, &bytes))
+        .map_err(|e| Error::internal(format!("reading: {e}")))??;
+    push_files(repo, cluster, vec![file])
         .await
-        .map_err(|e| Error::internal(format!("sealing: {e}")))??;
-    store(&repo, cluster, &name, sealed).await
+        .pop()
+        .expect("one outcome per file")
 }
 
-async fn store(repo: &Repo, cluster: u64, name: &WalName, sealed: Sealed) -> Result<PushOutcome> {
-    let size = sealed.size;
-    let ids: Vec<Id> = sealed.chunks.iter().map(|c| c.0).collect();
-    // One pack holds the file's chunks, each once, end to end.
+/// Archives several WAL files of one cluster together: the new ones' chunks
+/// in one pack, then one record each. Returns one outcome per file, in
+/// order; one file's conflict does not stop the others.
+pub async fn push_files(
+    repo: Arc<Repo>,
+    cluster: u64,
+    files: Vec<WalFile>,
+) -> Vec<Result<PushOutcome>> {
+    use futures_util::StreamExt;
+    let (names, mut contents): (Vec<WalName>, Vec<Vec<u8>>) =
+        files.into_iter().map(|f| (f.name, f.bytes)).unzip();
+    let mut outcomes: Vec<Option<Result<PushOutcome>>> = (0..names.len()).map(|_| None).collect();
+    // Already archived? One GET each, a few at a time.
+    let checks: Vec<(usize, Result<Option<WalRecord>>)> =
+        futures_util::stream::iter(names.iter().enumerate().map(|(i, name)| {
+            let repo = &repo;
+            async move {
+                match read_record(repo, cluster, name).await {
+                    Ok(r) => (i, Ok(Some(r))),
+                    Err(e) if e.is_not_archived() => (i, Ok(None)),
+                    Err(e) => (i, Err(e)),
+                }
+            }
+        }))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut new = Vec::new();
+    for (i, r) in checks {
+        match r {
+            Ok(Some(existing)) => {
+                outcomes[i] =
+                    Some(ids_of(&repo, &contents[i]).and_then(|ids| {
+                        compare(&names[i], &ids, contents[i].len() as u64, &existing)
+                    }))
+            }
+            Ok(None) => new.push(i),
+            Err(e) => outcomes[i] = Some(Err(e)),
+        }
+    }
+    new.sort_unstable();
+    if !new.is_empty() {
+        let r = repo.clone();
+        let to_seal: Vec<(usize, Vec<u8>)> = new
+            .iter()
+            .map(|i| (*i, std::mem::take(&mut contents[*i])))
+            .collect();
+        let sealed = tokio::task::spawn_blocking(move || {
+            to_seal
+                .into_iter()
+                .map(|(i, b)| (i, seal(&r, &b)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match sealed {
+            Err(e) => {
+                for i in &new {
+                    outcomes[*i] = Some(Err(Error::internal(format!("sealing: {e}"))));
+                }
+            }
+            Ok(sealed) => {
+                let mut ok = Vec::new();
+                for (i, s) in sealed {
+                    match s {
+                        Ok(s) => ok.push((i, s)),
+                        Err(e) => outcomes[i] = Some(Err(e)),
+                    }
+                }
+                for (i, r) in store(&repo, cluster, &names, ok).await {
+                    outcomes[i] = Some(r);
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every file has an outcome"))
+        .collect()
+}
+
+/// Stores sealed files: one pack for all their chunks, then a record each.
+async fn store(
+    repo: &Repo,
+    cluster: u64,
+    names: &[WalName],
+    sealed: Vec<(usize, Sealed)>,
+) -> Vec<(usize, Result<PushOutcome>)> {
+    // One pack holds the files' chunks, each once, end to end.
     let mut builder = PackBuilder::new();
     let mut seen = std::collections::HashSet::new();
-    for (id, raw, env) in &sealed.chunks {
-        if seen.insert(*id) {
-            builder.add(BlobType::Data, *id, *raw, env);
+    for (_, s) in &sealed {
+        for (id, raw, env) in &s.chunks {
+            if seen.insert(*id) {
+                builder.add(BlobType::Data, *id, *raw, env);
+            }
         }
     }
     let (pack, bytes, entries) = builder.finish(repo.key());
     let pack_size = bytes.len() as u64;
-    let stored: u64 = entries.iter().map(|e| e.length as u64).sum();
     let pack_name = layout::pack(&pack);
-    repo.store().put(&pack_name, bytes).await?;
-    // Success means durable: the pack must be there, whole.
-    match repo.store().size(&pack_name).await? {
-        Some(s) if s == pack_size => {}
-        other => {
-            return Err(Error::unavailable(format!(
+    let stored = async {
+        repo.store().put(&pack_name, bytes).await?;
+        // Success means durable: the pack must be there, whole.
+        match repo.store().size(&pack_name).await? {
+            Some(s) if s == pack_size => Ok(()),
+            other => Err(Error::unavailable(format!(
                 "pack {pack_name} reads back with size {other:?} after writing {pack_size} bytes"
-            )));
+            ))),
         }
     }
-    let content = ids
-        .iter()
-        .map(|id| {
-            let e = entries
-                .iter()
-                .find(|e| e.id == *id)
-                .expect("every chunk is in the pack");
-            WalBlob {
-                id: *id,
-                pack,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            }
-        })
-        .collect();
+    .await;
+    if let Err(e) = stored {
+        return sealed
+            .into_iter()
+            .map(|(i, _)| (i, Err(Error::new(e.kind(), e.message().to_string()))))
+            .collect();
+    }
+    let place: std::collections::HashMap<Id, &crate::format::pack::PackEntry> =
+        entries.iter().map(|e| (e.id, e)).collect();
+    let mut out = Vec::new();
+    for (i, s) in sealed {
+        let ids: Vec<Id> = s.chunks.iter().map(|c| c.0).collect();
+        let content = ids
+            .iter()
+            .map(|id| {
+                let e = place[id];
+                WalBlob {
+                    id: *id,
+                    pack,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                }
+            })
+            .collect();
+        let r = store_record(repo, cluster, &names[i], ids, s.size, content).await;
+        out.push((
+            i,
+            r.map(|o| match o {
+                PushOutcome::Stored { size, .. } => PushOutcome::Stored {
+                    size,
+                    new_stored_bytes: s.chunks.iter().map(|c| c.2.len() as u64).sum(),
+                },
+                other => other,
+            }),
+        ));
+    }
+    out
+}
+
+/// Stores one file's record create-only and reads it back.
+async fn store_record(
+    repo: &Repo,
+    cluster: u64,
+    name: &WalName,
+    ids: Vec<Id>,
+    size: u64,
+    content: Vec<WalBlob>,
+) -> Result<PushOutcome> {
     let record = WalRecord {
         version: crate::format::VERSION,
         system_identifier: cluster.to_string(),
@@ -213,6 +335,71 @@ async fn store(repo: &Repo, cluster: u64, name: &WalName, sealed: Sealed) -> Res
     }
     Ok(PushOutcome::Stored {
         size,
-        new_stored_bytes: stored,
+        new_stored_bytes: 0,
     })
+}
+
+/// The background pusher of an asynchronous archive queue: pushes queued
+/// files in batches until the queue stays empty for [`queue::IDLE`]. The
+/// caller holds the queue's pusher lock. A failed batch is recorded (for
+/// `wal-push --async` to report) and retried with a growing pause.
+pub async fn drain(repo: Arc<Repo>, cluster: u64, queue: &super::queue::Queue) -> Result<u64> {
+    use super::queue::{BATCH, IDLE};
+    let mut pushed = 0;
+    let mut idle_since = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(500);
+    let mut failures = 0;
+    loop {
+        let pending = queue.pending()?;
+        if pending.is_empty() {
+            if idle_since.elapsed() >= IDLE {
+                return Ok(pushed);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        let batch: Vec<_> = pending.into_iter().take(BATCH).collect();
+        let mut files = Vec::new();
+        for q in &batch {
+            let p = q.path.clone();
+            match tokio::task::spawn_blocking(move || WalFile::read(&p)).await {
+                Ok(Ok(f)) => files.push(f),
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(Error::internal(format!("reading the queue: {e}"))),
+            }
+        }
+        let outcomes = push_files(repo.clone(), cluster, files).await;
+        let mut failed = None;
+        for (q, o) in batch.iter().zip(outcomes) {
+            match o {
+                Ok(_) => {
+                    queue.remove(q);
+                    pushed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!("archiving queued WAL file {}: {e}", q.name);
+                    failed.get_or_insert(e.context(format!("WAL file {}", q.name)));
+                }
+            }
+        }
+        match failed {
+            None => {
+                queue.clear_error();
+                pause = std::time::Duration::from_millis(500);
+                failures = 0;
+            }
+            Some(e) => {
+                queue.record_error(&e);
+                failures += 1;
+                // Give up for now after about two minutes of failures: the
+                // next `wal-push --async` starts a pusher again.
+                if failures >= 8 {
+                    return Err(e);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+        idle_since = std::time::Instant::now();
+    }
 }
