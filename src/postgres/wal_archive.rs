@@ -83,6 +83,20 @@ pub struct Continuity {
 }
 
 impl Archive {
+    /// An archive of the given file names and histories, as `load` would
+    /// read it: for tests of what is decided from an archive.
+    pub fn synthetic(cluster: u64, names: &[&str], histories: &[(u32, &str)]) -> Result<Archive> {
+        let mut h = BTreeMap::new();
+        for (tli, text) in histories {
+            h.insert(*tli, History::parse(*tli, text)?);
+        }
+        Ok(Archive {
+            cluster,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            histories: h,
+        })
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.names.contains(name)
     }

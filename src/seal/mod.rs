@@ -175,13 +175,72 @@ impl MasterKey {
 }
 
 thread_local! {
-    // One zstd context per thread and level: making a context costs more than
-    // compressing a small blob.
+    // One zstd context per thread and level, for compressing and for
+    // decompressing: making a context costs more than compressing a small
+    // blob.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
 }
 
+/// Whether `data` looks incompressible: a sample's byte histogram is close
+/// to uniform (more than 7.5 bits of entropy per byte), as encrypted,
+/// compressed or random data is. Checking costs a fraction of what trying
+/// zstd on it does.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    if data.len() < 2 * SAMPLE {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    // Two pieces: a page's header and tuples may differ from its middle.
+    for piece in [
+        &data[..SAMPLE / 2],
+        &data[data.len() / 2..data.len() / 2 + SAMPLE / 2],
+    ] {
+        for b in piece {
+            counts[*b as usize] += 1;
+        }
+    }
+    let n = SAMPLE as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.5
+}
+
+/// Decompresses a zstd frame whose content size its header records (as
+/// walden's frames do), with this thread's context.
+fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .map_err(|_| "not a zstd frame".to_string())?;
+    let Some(size) = size else {
+        return zstd::decode_all(frame).map_err(|e| e.to_string());
+    };
+    if size > 1 << 31 {
+        return Err(format!("a frame claiming {size} bytes"));
+    }
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let d = slot.as_mut().expect("made above");
+        d.decompress(frame, size as usize)
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    if looks_incompressible(data) {
+        return None;
+    }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -266,7 +325,7 @@ impl SealKey {
                 body.remove(0);
                 Ok(body)
             }
-            FLAG_ZSTD => zstd::decode_all(&body[1..]).map_err(|e| {
+            FLAG_ZSTD => decompress(&body[1..]).map_err(|e| {
                 Error::corrupt(format!(
                     "authenticated zstd payload does not decompress: {e}"
                 ))
@@ -373,6 +432,18 @@ mod tests {
         );
         let other = MasterKey::generate();
         assert!(other.open(Kind::DataBlob, b"n1", &e).is_err());
+    }
+
+    #[test]
+    fn incompressible_is_told_cheaply() {
+        let mut random = vec![0u8; 65536];
+        random_bytes(&mut random);
+        assert!(looks_incompressible(&random));
+        let text = b"line of some text 12345\n".repeat(3000);
+        assert!(!looks_incompressible(&text));
+        let mut page = vec![0u8; 8192];
+        page[8000..].copy_from_slice(&[7u8; 192]);
+        assert!(!looks_incompressible(&page));
     }
 
     #[test]

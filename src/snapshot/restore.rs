@@ -48,8 +48,14 @@ use crate::repo::{Repo, lock};
 
 use super::pool::Pool;
 
-/// Largest ranged get made by joining adjacent blobs.
+/// Largest ranged get made by joining nearby blobs.
 const MAX_RUN: u64 = 16 << 20;
+/// Blobs of a file this close together in a pack are fetched with one
+/// ranged get, the bytes between them read and dropped: one request costs
+/// more than this many bytes.
+const MAX_GAP: u64 = 256 << 10;
+/// Restored bytes gathered before one write.
+const WRITE_BUFFER: usize = 1 << 20;
 /// Files restored at once.
 const WORKERS: usize = 4;
 /// Failed files named in the error; the rest are counted.
@@ -218,16 +224,19 @@ impl Run {
     }
 }
 
-/// Groups a file's blobs into runs that one ranged get can fetch.
+/// Groups a file's blobs into runs that one ranged get can fetch: blobs
+/// of one pack in increasing order, at most [`MAX_GAP`] apart.
 fn runs(repo: &Repo, ids: &[Id]) -> Result<Vec<Run>> {
     let mut out: Vec<Run> = Vec::new();
     for id in ids {
         let loc = repo.locate(id)?;
         if let Some(run) = out.last_mut() {
             let end = run.end();
+            let at = loc.offset as u64;
             if run.pack == loc.pack
-                && loc.offset as u64 == end
-                && end + loc.length as u64 - run.start <= MAX_RUN
+                && at >= end
+                && at - end <= MAX_GAP
+                && at + loc.length as u64 - run.start <= MAX_RUN
             {
                 run.blobs.push((*id, loc));
                 continue;
@@ -265,28 +274,60 @@ fn for_each_blob(
 /// than written, as `cp --sparse` does, whatever the blob boundaries.
 const HOLE: usize = 4096;
 
-/// Writes `data` at `at`, leaving zero-filled pieces unwritten. The file's
-/// length is set by the caller, which turns them into holes.
-fn write_sparse(f: &File, data: &[u8], at: u64) -> std::io::Result<()> {
-    let mut run_start: Option<usize> = None;
-    let mut i = 0;
-    while i < data.len() {
-        let end = (i + HOLE).min(data.len());
-        let zero = data[i..end].iter().all(|b| *b == 0);
-        match (zero, run_start) {
-            (false, None) => run_start = Some(i),
-            (true, Some(s)) => {
-                f.write_all_at(&data[s..i], at + s as u64)?;
-                run_start = None;
-            }
-            _ => {}
+/// Writes a file front to back in large writes, leaving zero-filled
+/// pieces unwritten: the file's length, set at the end, turns them into
+/// holes.
+struct SparseWriter<'a> {
+    f: &'a File,
+    /// Bytes waiting to be written at `buf_at`.
+    buf: Vec<u8>,
+    buf_at: u64,
+    /// Where the next byte goes.
+    at: u64,
+}
+
+impl<'a> SparseWriter<'a> {
+    fn new(f: &'a File) -> Self {
+        SparseWriter {
+            f,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            buf_at: 0,
+            at: 0,
         }
-        i = end;
     }
-    if let Some(s) = run_start {
-        f.write_all_at(&data[s..], at + s as u64)?;
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.f.write_all_at(&self.buf, self.buf_at)?;
+            self.buf.clear();
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
+        for piece in data.chunks(HOLE) {
+            if piece.iter().all(|b| *b == 0) {
+                self.flush()?;
+            } else {
+                if self.buf.is_empty() {
+                    self.buf_at = self.at;
+                }
+                self.buf.extend_from_slice(piece);
+                if self.buf.len() >= WRITE_BUFFER {
+                    self.flush()?;
+                }
+            }
+            self.at += piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and sets the length; returns it.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.flush()?;
+        self.f.set_len(self.at)?;
+        Ok(self.at)
+    }
 }
 
 /// Writes the content `ids` name into `f` from offset 0, leaving
@@ -298,14 +339,11 @@ fn write_content(
     path: &Path,
     ids: &[Id],
 ) -> Result<u64> {
-    let mut at = 0u64;
+    let mut w = SparseWriter::new(f);
     for_each_blob(repo, rt, ids, |_, plain| {
-        write_sparse(f, plain, at).map_err(|e| Error::io(path.display(), e))?;
-        at += plain.len() as u64;
-        Ok(())
+        w.push(plain).map_err(|e| Error::io(path.display(), e))
     })?;
-    // The length makes trailing holes part of the file.
-    f.set_len(at).map_err(|e| Error::io(path.display(), e))?;
+    let at = w.finish().map_err(|e| Error::io(path.display(), e))?;
     // Start writing back now, without waiting, so the disk works while the
     // next file is decrypted; the final `syncfs` waits only for the tail.
     // SAFETY: a plain syscall on a descriptor `f` keeps open.
