@@ -12,10 +12,10 @@ use std::collections::{HashMap, HashSet};
 use futures_util::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::format::tree::NodeKind;
 use crate::format::{BlobType, layout, pack};
 use crate::id::Id;
 use crate::repo::Repo;
+use crate::repo::refs::{self, Reached};
 
 /// What to check, and how.
 #[derive(Debug, Clone, Copy)]
@@ -70,16 +70,9 @@ fn check_blob(
     Ok(())
 }
 
-async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
-    let mut report = VerifyReport::default();
-    let stored: HashMap<Id, u64> = repo
-        .store()
-        .list(layout::DATA)
-        .await?
-        .into_iter()
-        .filter_map(|l| layout::id_of(&l.name).map(|id| (id, l.size)))
-        .collect();
-
+/// Reads every index file into a fresh catalog; returns the packs they
+/// name, with their sizes.
+async fn load_indexes(repo: &Repo, report: &mut VerifyReport) -> Result<Vec<(Id, u64)>> {
     repo.catalog().clear()?;
     for l in repo.store().list(layout::INDEX).await? {
         let Some(id) = layout::id_of(&l.name) else {
@@ -91,109 +84,126 @@ async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    let indexed = repo.catalog().packs()?;
-    let indexed_set: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
-    report.packs = indexed.len() as u64;
+    repo.catalog().packs()
+}
 
-    let mut missing_packs = HashSet::new();
-    for (id, size) in &indexed {
+/// Indexed packs missing from storage or of another size; returns the
+/// missing ones.
+fn check_packs(
+    indexed: &[(Id, u64)],
+    stored: &HashMap<Id, u64>,
+    errors: &mut Vec<String>,
+) -> HashSet<Id> {
+    let mut missing = HashSet::new();
+    for (id, size) in indexed {
         match stored.get(id) {
             None => {
-                missing_packs.insert(*id);
-                report.errors.push(format!(
+                missing.insert(*id);
+                errors.push(format!(
                     "pack {id} is named by an index but missing from the repository"
                 ));
             }
-            Some(s) if s != size => report
-                .errors
-                .push(format!("pack {id} has {s} bytes, the index records {size}")),
+            Some(s) if s != size => {
+                errors.push(format!("pack {id} has {s} bytes, the index records {size}"))
+            }
             Some(_) => {}
         }
     }
+    missing
+}
 
-    // Snapshots: read each from the repository, walk its trees.
-    let mut seen_trees = HashSet::new();
-    for l in repo.store().list(layout::SNAPSHOTS).await? {
-        let Some(sid) = layout::id_of(&l.name) else {
-            continue;
-        };
-        report.snapshots += 1;
-        let snap = match repo.read_snapshot(&sid).await {
-            Ok(s) => s,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                continue;
-            }
-        };
-        repo.catalog()
-            .add_snapshot(&sid, &snap.time, &snap.encode())?;
-        let mut stack = match snap.tree() {
-            Ok(t) => vec![(String::new(), t)],
-            Err(e) => {
-                report.errors.push(format!("snapshot {sid}: {e}"));
-                continue;
-            }
-        };
-        while let Some((path, tree_id)) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            report.trees += 1;
-            let tree = match repo.read_tree(&tree_id).await {
-                Ok(t) => t,
-                Err(e) => {
-                    report
-                        .errors
-                        .push(format!("snapshot {}: directory /{path}: {e}", sid.short()));
-                    continue;
-                }
-            };
-            for n in tree.nodes {
-                let child = if path.is_empty() {
-                    n.name_lossy()
-                } else {
-                    format!("{path}/{}", n.name_lossy())
-                };
-                match n.kind {
-                    NodeKind::Dir => match n.subtree {
-                        Some(t) => stack.push((child, t)),
-                        None => report.errors.push(format!(
-                            "snapshot {}: /{child}: directory without a tree",
-                            sid.short()
-                        )),
-                    },
-                    NodeKind::File => {
-                        let what = format!("snapshot {}: /{child}", sid.short());
-                        let ids = match crate::snapshot::content::ids(repo, &n).await {
-                            Ok(ids) => ids,
-                            Err(e) => {
-                                report.errors.push(format!("{what}: {e}"));
-                                continue;
-                            }
-                        };
-                        for b in &ids {
-                            check_blob(
-                                repo,
-                                &missing_packs,
-                                &what,
-                                b,
-                                BlobType::Data,
-                                &mut report.errors,
-                            )?;
-                        }
-                    }
-                    NodeKind::Symlink => {}
-                }
-            }
+/// Each blob of a WAL record lies in a stored pack long enough to hold it.
+fn check_wal_blobs(
+    name: &str,
+    cluster: u64,
+    record: &crate::format::wal::WalRecord,
+    stored: &HashMap<Id, u64>,
+    errors: &mut Vec<String>,
+) {
+    for b in &record.content {
+        match stored.get(&b.pack) {
+            None => errors.push(format!(
+                "WAL file {name} of cluster {cluster}: blob {} is in missing pack {}",
+                b.id, b.pack
+            )),
+            Some(size) if *size < b.offset as u64 + b.length as u64 => errors.push(format!(
+                "WAL file {name} of cluster {cluster}: pack {} is too short for blob {}",
+                b.pack, b.id
+            )),
+            Some(_) => {}
         }
     }
+}
 
-    let wal_packs = check_wal(repo, &stored, &mut report).await?;
+/// Downloads `packs` and checks every blob in them.
+async fn read_packs(repo: &Repo, packs: Vec<Id>, report: &mut VerifyReport) {
+    let mut checks = futures_util::stream::iter(packs.into_iter().map(|id| async move {
+        let bytes = repo.store().get(&layout::pack(&id)).await?;
+        let key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
+        tokio::task::spawn_blocking(move || check_pack(&key, &id, &bytes))
+            .await
+            .map_err(|e| Error::internal(format!("pack check: {e}")))
+    }))
+    .buffer_unordered(2);
+    while let Some(r) = checks.next().await {
+        match r {
+            Ok((n, errs)) => {
+                report.blobs_read += n;
+                report.errors.extend(errs);
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+}
+
+async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let stored: HashMap<Id, u64> = repo
+        .store()
+        .list(layout::DATA)
+        .await?
+        .into_iter()
+        .filter_map(|l| layout::id_of(&l.name).map(|id| (id, l.size)))
+        .collect();
+    let indexed = load_indexes(repo, &mut report).await?;
+    let indexed_set: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
+    report.packs = indexed.len() as u64;
+    let missing_packs = check_packs(&indexed, &stored, &mut report.errors);
+
+    // Everything the roots reach, once.
+    let mut wal_packs = HashSet::new();
+    let mut errors = Vec::new();
+    let counts = refs::walk(repo, &mut |r| {
+        match r {
+            Reached::Blob { id, want, from } => {
+                check_blob(repo, &missing_packs, from, &id, want, &mut errors)?
+            }
+            Reached::Wal {
+                cluster,
+                name,
+                record,
+            } => {
+                wal_packs.extend(refs::wal_packs(record).copied());
+                check_wal_blobs(name, cluster, record, &stored, &mut errors);
+            }
+            Reached::Problem(p) => errors.push(p),
+            Reached::Snapshot(_) | Reached::Point(_) => {}
+        }
+        Ok(())
+    })
+    .await?;
+    report.errors.extend(errors);
+    report.snapshots = counts.snapshots;
+    report.trees = counts.trees;
+    report.wal_records = counts.wal_records;
+    report.points = counts.points;
     report.unindexed_packs = stored
         .keys()
         .filter(|p| !indexed_set.contains(p) && !wal_packs.contains(p))
         .count() as u64;
-    check_points(repo, &mut report).await?;
+    // The catalog was rebuilt from the index files; bring its snapshots
+    // back too.
+    repo.sync_catalog().await?;
 
     if read_data {
         let mut present: Vec<Id> = indexed
@@ -206,23 +216,7 @@ async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
                 .iter()
                 .filter(|p| !indexed_set.contains(*p) && stored.contains_key(*p)),
         );
-        let mut checks = futures_util::stream::iter(present.into_iter().map(|id| async move {
-            let bytes = repo.store().get(&layout::pack(&id)).await?;
-            let key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
-            tokio::task::spawn_blocking(move || check_pack(&key, &id, &bytes))
-                .await
-                .map_err(|e| Error::internal(format!("pack check: {e}")))
-        }))
-        .buffer_unordered(2);
-        while let Some(r) = checks.next().await {
-            match r {
-                Ok((n, errs)) => {
-                    report.blobs_read += n;
-                    report.errors.extend(errs);
-                }
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
+        read_packs(repo, present, &mut report).await;
     }
     Ok(report)
 }
@@ -283,90 +277,4 @@ fn check_blobs(
         }
     }
     (n, errs)
-}
-
-/// Every WAL record: readable, of the cluster and name it is stored under,
-/// and naming blobs in packs that exist and are long enough. Returns the
-/// packs WAL records name.
-async fn check_wal(
-    repo: &Repo,
-    stored: &HashMap<Id, u64>,
-    report: &mut VerifyReport,
-) -> Result<HashSet<Id>> {
-    use crate::format::layout::Object;
-    use crate::format::wal::WalRecord;
-    let mut packs = HashSet::new();
-    for l in repo.store().list(layout::WAL).await? {
-        let Some((cluster, name)) = l
-            .name
-            .strip_prefix(layout::WAL)
-            .and_then(|r| r.split_once('/'))
-            .and_then(|(c, n)| Some((c.parse::<u64>().ok()?, n)))
-        else {
-            continue;
-        };
-        if crate::pg::walname::WalName::parse(name).is_err() {
-            continue;
-        }
-        report.wal_records += 1;
-        let obj = Object::Wal { cluster, name };
-        let rec = match repo
-            .get_object(&obj)
-            .await
-            .and_then(|p| WalRecord::decode(&p).map_err(|e| e.context(obj.describe())))
-        {
-            Ok(r) if r.name == name && r.system_identifier == cluster.to_string() => r,
-            Ok(r) => {
-                report.errors.push(format!(
-                    "{} names {:?} of cluster {}",
-                    obj.describe(),
-                    r.name,
-                    r.system_identifier
-                ));
-                continue;
-            }
-            Err(e) => {
-                report.errors.push(e.to_string());
-                continue;
-            }
-        };
-        for b in &rec.content {
-            packs.insert(b.pack);
-            match stored.get(&b.pack) {
-                None => report.errors.push(format!(
-                    "WAL file {name} of cluster {cluster}: blob {} is in missing pack {}",
-                    b.id, b.pack
-                )),
-                Some(size) if *size < b.offset as u64 + b.length as u64 => {
-                    report.errors.push(format!(
-                        "WAL file {name} of cluster {cluster}: pack {} is too short for blob {}",
-                        b.pack, b.id
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    Ok(packs)
-}
-
-/// Every restore point record: readable.
-async fn check_points(repo: &Repo, report: &mut VerifyReport) -> Result<()> {
-    use crate::format::layout::Object;
-    use crate::format::point::RestorePoint;
-    for l in repo.store().list(layout::POINTS).await? {
-        let Some(id) = layout::id_of(&l.name) else {
-            continue;
-        };
-        report.points += 1;
-        let obj = Object::Point(id);
-        if let Err(e) = repo
-            .get_object(&obj)
-            .await
-            .and_then(|p| RestorePoint::decode(&p).map_err(|e| e.context(obj.describe())))
-        {
-            report.errors.push(e.to_string());
-        }
-    }
-    Ok(())
 }

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lock;
 pub mod objects;
 pub mod reader;
+pub mod refs;
 pub mod session;
 
 use std::collections::HashSet;

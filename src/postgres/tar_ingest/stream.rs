@@ -147,6 +147,154 @@ fn header_node(header: &tar::Header, name: &[u8], kind: NodeKind) -> std::io::Re
     ))
 }
 
+/// What reading the stream needs at every entry.
+struct Reading<'a> {
+    what: &'a str,
+    state: Rc<RefCell<SourceState>>,
+    chunker: &'a crate::chunk::ChunkerParams,
+    jobs: &'a Sender<Job>,
+    events: &'a Sender<Event>,
+    entries_seen: u64,
+}
+
+impl Reading<'_> {
+    /// A tar reader error as ours: the input's own I/O error, a stream cut
+    /// short, or one that is not tar.
+    fn fail(&self, e: std::io::Error, at: &str) -> Error {
+        let what = self.what;
+        let st = self.state.borrow();
+        if let Some((kind, msg)) = &st.error {
+            return Error::io(what, std::io::Error::new(*kind, msg.clone()));
+        }
+        if st.eof {
+            return Error::invalid(format!(
+                "{what} is truncated: it ends {at}; no snapshot was written"
+            ));
+        }
+        tracing::debug!("tar reader: {e}");
+        if self.entries_seen == 0 {
+            return Error::invalid(format!(
+                "{what} is not a tar stream (its first block is not a tar header); no snapshot was written"
+            ));
+        }
+        Error::invalid(format!(
+            "{what} is damaged: a tar header or entry before byte {} does not parse; no snapshot was written",
+            st.offset
+        ))
+    }
+
+    fn send(&self, ev: Event) -> Result<()> {
+        self.events
+            .send(ev)
+            .map_err(|_| Error::internal("the tar backup's collector stopped"))
+    }
+
+    /// Cuts a regular file's content and hands it to the storing workers;
+    /// keeps a copy of the files the snapshot's metadata is read from.
+    fn file(
+        &self,
+        entry: &mut impl Read,
+        path: Vec<u8>,
+        node: Node,
+        kept: &mut Kept,
+    ) -> Result<()> {
+        let size = node.size;
+        let rel = lossy(&path);
+        // What PostgreSQL's exclusions leave out by name is never stored:
+        // its bytes are read past.
+        if skipped(&rel) {
+            std::io::copy(entry, &mut std::io::sink())
+                .map_err(|e| self.fail(e, &format!("inside {rel}")))?;
+            return Ok(());
+        }
+        let keep = KEPT_FILES.iter().find(|k| **k == rel).copied();
+        let mut copy = Vec::new();
+        let mtime = node.mtime;
+        self.send(Event::Begin(path, node))?;
+        let mut tee = Tee {
+            inner: entry,
+            read: 0,
+            copy: keep.map(|_| &mut copy),
+        };
+        let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> =
+            if crate::pg::exclude::is_relation_file(&rel) {
+                Box::new(crate::chunk::fixed_blocks(&mut tee, PAGE_SIZE))
+            } else {
+                Box::new(self.chunker.chunks(&mut tee))
+            };
+        for chunk in chunks {
+            let data = chunk.map_err(|e| self.fail(e, &format!("inside {rel}")))?;
+            let (tx, rx) = bounded(1);
+            self.jobs
+                .send(Job { data, reply: tx })
+                .map_err(|_| Error::internal("the storing workers stopped"))?;
+            self.send(Event::Chunk(rx))?;
+        }
+        if tee.read != size {
+            return Err(self.fail(
+                std::io::Error::other("short entry"),
+                &format!("inside {rel} ({} of its {size} bytes)", tee.read),
+            ));
+        }
+        self.send(Event::End)?;
+        if let Some(k) = keep {
+            kept.insert(k, (copy, mtime));
+        }
+        Ok(())
+    }
+
+    /// After the end-of-archive marker: refuses a stream that ended early
+    /// or failed, and reads what follows (its second block, padding), so a
+    /// writer on the other end of a pipe is not cut off.
+    fn finish(&self, mut rest: impl Read) -> Result<()> {
+        let what = self.what;
+        {
+            let st = self.state.borrow();
+            if let Some((kind, msg)) = &st.error {
+                return Err(Error::io(what, std::io::Error::new(*kind, msg.clone())));
+            }
+            if st.eof {
+                return Err(Error::invalid(format!(
+                    "{what} is truncated: it ends without the tar end-of-archive marker; no snapshot was written"
+                )));
+            }
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut trailing = false;
+        loop {
+            match rest.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => trailing |= buf[..n].iter().any(|b| *b != 0),
+                Err(e) => return Err(Error::io(what, e)),
+            }
+        }
+        if trailing {
+            tracing::warn!("{what}: data after the tar end-of-archive marker was ignored");
+        }
+        Ok(())
+    }
+}
+
+/// The node kind of a tar entry, or `None` for entries walden leaves out.
+fn kind_of(header: &tar::Header, what: &str, raw: &[u8]) -> Option<NodeKind> {
+    let kind = header.entry_type();
+    if kind.is_dir() {
+        Some(NodeKind::Dir)
+    } else if kind.is_symlink() {
+        Some(NodeKind::Symlink)
+    } else if kind.is_file() || kind.is_contiguous() {
+        Some(NodeKind::File)
+    } else {
+        if !kind.is_pax_global_extensions() {
+            tracing::warn!(
+                "{what}: skipping {:?}: not a regular file, directory or symlink",
+                lossy(raw)
+            );
+        }
+        None
+    }
+}
+
 /// Reads the whole stream, storing file content through `jobs` and sending
 /// the entries to the collector through `events`. Returns what the
 /// collector does not see: the root entry and the kept files' bytes.
@@ -162,39 +310,22 @@ pub(super) fn read_stream<R: Read>(
         inner: input,
         state: state.clone(),
     });
+    let mut r = Reading {
+        what,
+        state,
+        chunker,
+        jobs,
+        events,
+        entries_seen: 0,
+    };
     let mut root = None;
     let mut kept = HashMap::new();
-    let stopped = || Error::internal("the tar backup's collector stopped");
-    let entries_seen = std::cell::Cell::new(0u64);
-    // A tar reader error as ours: the input's own I/O error, a stream cut
-    // short, or one that is not tar.
-    let fail = |e: std::io::Error, at: &str| -> Error {
-        let st = state.borrow();
-        if let Some((kind, msg)) = &st.error {
-            return Error::io(what, std::io::Error::new(*kind, msg.clone()));
-        }
-        if st.eof {
-            return Error::invalid(format!(
-                "{what} is truncated: it ends {at}; no snapshot was written"
-            ));
-        }
-        tracing::debug!("tar reader: {e}");
-        if entries_seen.get() == 0 {
-            return Error::invalid(format!(
-                "{what} is not a tar stream (its first block is not a tar header); no snapshot was written"
-            ));
-        }
-        Error::invalid(format!(
-            "{what} is damaged: a tar header or entry before byte {} does not parse; no snapshot was written",
-            st.offset
-        ))
-    };
     let entries = archive
         .entries()
         .map_err(|e| Error::internal(format!("tar reader: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| fail(e, "inside an entry's header"))?;
-        entries_seen.set(entries_seen.get() + 1);
+        let mut entry = entry.map_err(|e| r.fail(e, "inside an entry's header"))?;
+        r.entries_seen += 1;
         let raw = entry.path_bytes().into_owned();
         let header = entry.header().clone();
         let bad_header = |e: std::io::Error| {
@@ -204,20 +335,7 @@ pub(super) fn read_stream<R: Read>(
             ))
         };
         let path = normalize(&raw).map_err(|e| e.context(what))?;
-        let kind = header.entry_type();
-        let node_kind = if kind.is_dir() {
-            NodeKind::Dir
-        } else if kind.is_symlink() {
-            NodeKind::Symlink
-        } else if kind.is_file() || kind.is_contiguous() {
-            NodeKind::File
-        } else if kind.is_pax_global_extensions() {
-            continue;
-        } else {
-            tracing::warn!(
-                "{what}: skipping {:?}: not a regular file, directory or symlink",
-                lossy(&raw)
-            );
+        let Some(node_kind) = kind_of(&header, what, &raw) else {
             continue;
         };
         let Some(path) = path else {
@@ -229,9 +347,7 @@ pub(super) fn read_stream<R: Read>(
         let (_, name) = parent_and_name(&path);
         let mut node = header_node(&header, name, node_kind).map_err(bad_header)?;
         match node_kind {
-            NodeKind::Dir => events
-                .send(Event::Entry(path, node))
-                .map_err(|_| stopped())?,
+            NodeKind::Dir => r.send(Event::Entry(path, node))?,
             NodeKind::Symlink => {
                 let target = entry
                     .link_name_bytes()
@@ -240,83 +356,15 @@ pub(super) fn read_stream<R: Read>(
                     })?
                     .into_owned();
                 node.target = Some(target);
-                events
-                    .send(Event::Entry(path, node))
-                    .map_err(|_| stopped())?;
+                r.send(Event::Entry(path, node))?;
             }
             NodeKind::File => {
-                let size = entry.size();
-                node.size = size;
-                let rel = lossy(&path);
-                // What PostgreSQL's exclusions leave out by name is never
-                // stored: its bytes are read past.
-                if skipped(&rel) {
-                    std::io::copy(&mut entry, &mut std::io::sink())
-                        .map_err(|e| fail(e, &format!("inside {rel}")))?;
-                    continue;
-                }
-                let keep = KEPT_FILES.iter().find(|k| **k == rel).copied();
-                let mut copy = Vec::new();
-                events
-                    .send(Event::Begin(path, node.clone()))
-                    .map_err(|_| stopped())?;
-                let mut tee = Tee {
-                    inner: &mut entry,
-                    read: 0,
-                    copy: keep.map(|_| &mut copy),
-                };
-                let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> =
-                    if crate::pg::exclude::is_relation_file(&rel) {
-                        Box::new(crate::chunk::fixed_blocks(&mut tee, PAGE_SIZE))
-                    } else {
-                        Box::new(chunker.chunks(&mut tee))
-                    };
-                for chunk in chunks {
-                    let data = chunk.map_err(|e| fail(e, &format!("inside {rel}")))?;
-                    let (tx, rx) = bounded(1);
-                    jobs.send(Job { data, reply: tx })
-                        .map_err(|_| Error::internal("the storing workers stopped"))?;
-                    events.send(Event::Chunk(rx)).map_err(|_| stopped())?;
-                }
-                if tee.read != size {
-                    return Err(fail(
-                        std::io::Error::other("short entry"),
-                        &format!("inside {rel} ({} of its {size} bytes)", tee.read),
-                    ));
-                }
-                events.send(Event::End).map_err(|_| stopped())?;
-                if let Some(k) = keep {
-                    kept.insert(k, (copy, node.mtime));
-                }
+                node.size = entry.size();
+                r.file(&mut entry, path, node, &mut kept)?;
             }
         }
     }
-    {
-        let st = state.borrow();
-        if let Some((kind, msg)) = &st.error {
-            return Err(Error::io(what, std::io::Error::new(*kind, msg.clone())));
-        }
-        if st.eof {
-            return Err(Error::invalid(format!(
-                "{what} is truncated: it ends without the tar end-of-archive marker; no snapshot was written"
-            )));
-        }
-    }
-    // Read what follows the end marker (its second block, padding), so a
-    // writer on the other end of a pipe is not cut off.
-    let mut rest = archive.into_inner();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut trailing = false;
-    loop {
-        match rest.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => trailing |= buf[..n].iter().any(|b| *b != 0),
-            Err(e) => return Err(Error::io(what, e)),
-        }
-    }
-    if trailing {
-        tracing::warn!("{what}: data after the tar end-of-archive marker was ignored");
-    }
+    r.finish(archive.into_inner())?;
     Ok((root, kept))
 }
 

@@ -1,0 +1,254 @@
+//! The live set: everything the roots of a repository reach, walked once,
+//! in one place, for verify, prune and sync alike. The roots are snapshots
+//! (their trees, content lists and data blobs), WAL records (their blobs,
+//! located by the records themselves) and restore point records (which
+//! reach nothing else) — `repo-format/invariants.md`. The walk reads
+//! objects from the repository and locates blobs through the catalog, which
+//! the caller brings up to date first; what cannot be read is reported and
+//! the walk goes on.
+
+use std::collections::HashSet;
+
+use crate::error::Result;
+use crate::format::BlobType;
+use crate::format::layout::{self, Object};
+use crate::format::list::List;
+use crate::format::point::RestorePoint;
+use crate::format::tree::NodeKind;
+use crate::format::wal::{WalBlob, WalRecord};
+use crate::id::Id;
+
+use super::Repo;
+
+/// One thing the walk reaches.
+#[derive(Debug)]
+pub enum Reached<'a> {
+    /// A snapshot that opened (its id), before its trees.
+    Snapshot(Id),
+    /// A blob a snapshot reaches, found through the catalog: `want` is the
+    /// type it must have, `from` says where it was named.
+    Blob {
+        id: Id,
+        want: BlobType,
+        from: &'a str,
+    },
+    /// A WAL record that opened, with where its blobs lie.
+    Wal {
+        cluster: u64,
+        name: &'a str,
+        record: &'a WalRecord,
+    },
+    /// A restore point record that opened.
+    Point(Id),
+    /// Something unreadable: a snapshot, tree, content list or record.
+    Problem(String),
+}
+
+/// What the walk counted.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub wal_records: u64,
+    pub points: u64,
+}
+
+/// Walks every root, calling `visit` for each thing reached. Each tree and
+/// content list is visited once however many snapshots share it.
+pub async fn walk(
+    repo: &Repo,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<Counts> {
+    let mut counts = Counts::default();
+    let mut seen = HashSet::new();
+    for l in repo.store().list(layout::SNAPSHOTS).await? {
+        let Some(sid) = layout::id_of(&l.name) else {
+            continue;
+        };
+        counts.snapshots += 1;
+        match repo.read_snapshot(&sid).await {
+            Ok(snap) => {
+                visit(Reached::Snapshot(sid))?;
+                match snap.tree() {
+                    Ok(t) => walk_trees(repo, &sid, t, &mut seen, &mut counts, visit).await?,
+                    Err(e) => visit(Reached::Problem(format!("snapshot {sid}: {e}")))?,
+                }
+            }
+            Err(e) => visit(Reached::Problem(e.to_string()))?,
+        }
+    }
+    walk_wal(repo, &mut counts, visit).await?;
+    walk_points(repo, &mut counts, visit).await?;
+    Ok(counts)
+}
+
+async fn walk_trees(
+    repo: &Repo,
+    sid: &Id,
+    root: Id,
+    seen: &mut HashSet<Id>,
+    counts: &mut Counts,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<()> {
+    let mut stack = vec![(String::new(), root)];
+    while let Some((path, tree_id)) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        counts.trees += 1;
+        let at = format!("snapshot {}: directory /{path}", sid.short());
+        visit(Reached::Blob {
+            id: tree_id,
+            want: BlobType::Tree,
+            from: &at,
+        })?;
+        let tree = match repo.read_tree(&tree_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                visit(Reached::Problem(format!("{at}: {e}")))?;
+                continue;
+            }
+        };
+        for n in tree.nodes {
+            let child = if path.is_empty() {
+                n.name_lossy()
+            } else {
+                format!("{path}/{}", n.name_lossy())
+            };
+            let from = format!("snapshot {}: /{child}", sid.short());
+            match n.kind {
+                NodeKind::Dir => match n.subtree {
+                    Some(t) => stack.push((child, t)),
+                    None => visit(Reached::Problem(format!(
+                        "{from}: directory without a tree"
+                    )))?,
+                },
+                NodeKind::File => {
+                    for id in &n.content {
+                        visit(Reached::Blob {
+                            id: *id,
+                            want: BlobType::Data,
+                            from: &from,
+                        })?;
+                    }
+                    if let Some(list) = n.list {
+                        walk_list(repo, list, &from, seen, visit).await?;
+                    }
+                }
+                NodeKind::Symlink => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file's content list, level by level, every list blob and data blob.
+async fn walk_list(
+    repo: &Repo,
+    root: Id,
+    from: &str,
+    seen: &mut HashSet<Id>,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<()> {
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        visit(Reached::Blob {
+            id,
+            want: BlobType::List,
+            from,
+        })?;
+        let list = match repo.read_blob(&id).await.and_then(|b| List::decode(&b)) {
+            Ok(l) => l,
+            Err(e) => {
+                visit(Reached::Problem(format!("{from}: content list {id}: {e}")))?;
+                continue;
+            }
+        };
+        for child in list.ids {
+            if list.level == 0 {
+                visit(Reached::Blob {
+                    id: child,
+                    want: BlobType::Data,
+                    from,
+                })?;
+            } else {
+                stack.push(child);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn walk_wal(
+    repo: &Repo,
+    counts: &mut Counts,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<()> {
+    for l in repo.store().list(layout::WAL).await? {
+        let Some((cluster, name)) = l
+            .name
+            .strip_prefix(layout::WAL)
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(c, n)| Some((c.parse::<u64>().ok()?, n)))
+        else {
+            continue;
+        };
+        if crate::pg::walname::WalName::parse(name).is_err() {
+            continue;
+        }
+        counts.wal_records += 1;
+        let obj = Object::Wal { cluster, name };
+        match repo
+            .get_object(&obj)
+            .await
+            .and_then(|p| WalRecord::decode(&p).map_err(|e| e.context(obj.describe())))
+        {
+            Ok(r) if r.name == name && r.system_identifier == cluster.to_string() => {
+                visit(Reached::Wal {
+                    cluster,
+                    name,
+                    record: &r,
+                })?
+            }
+            Ok(r) => visit(Reached::Problem(format!(
+                "{} names {:?} of cluster {}",
+                obj.describe(),
+                r.name,
+                r.system_identifier
+            )))?,
+            Err(e) => visit(Reached::Problem(e.to_string()))?,
+        }
+    }
+    Ok(())
+}
+
+async fn walk_points(
+    repo: &Repo,
+    counts: &mut Counts,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<()> {
+    for l in repo.store().list(layout::POINTS).await? {
+        let Some(id) = layout::id_of(&l.name) else {
+            continue;
+        };
+        counts.points += 1;
+        let obj = Object::Point(id);
+        match repo
+            .get_object(&obj)
+            .await
+            .and_then(|p| RestorePoint::decode(&p).map_err(|e| e.context(obj.describe())))
+        {
+            Ok(_) => visit(Reached::Point(id))?,
+            Err(e) => visit(Reached::Problem(e.to_string()))?,
+        }
+    }
+    Ok(())
+}
+
+/// The packs a WAL record's blobs lie in.
+pub fn wal_packs(record: &WalRecord) -> impl Iterator<Item = &Id> {
+    record.content.iter().map(|b: &WalBlob| &b.pack)
+}
