@@ -35,10 +35,11 @@ fn vectors_path() -> PathBuf {
 // Helpers shared by the generator and the checker
 // ---------------------------------------------------------------------------
 
-const ALL_KINDS: [Kind; 11] = [
+const ALL_KINDS: [Kind; 12] = [
     Kind::DataBlob,
     Kind::TreeBlob,
     Kind::ListBlob,
+    Kind::MapBlob,
     Kind::PackHeader,
     Kind::Index,
     Kind::Snapshot,
@@ -81,6 +82,7 @@ fn blob_type_of(v: &Value) -> BlobType {
         "data" => BlobType::Data,
         "tree" => BlobType::Tree,
         "list" => BlobType::List,
+        "map" => BlobType::Map,
         other => panic!("unknown blob type {other}"),
     }
 }
@@ -434,6 +436,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
         size: 0,
         content: vec![],
         list: None,
+        paged: false,
         subtree: None,
         target: None,
     }
@@ -507,11 +510,32 @@ fn generate() -> Value {
     let mut big = node(b"16385", NodeKind::File);
     big.size = listed.iter().map(|b| b.len() as u64).sum();
     big.list = Some(list_id);
+    // A paged file of three 512-byte pages in one run blob, and its map.
+    let page_run: Vec<u8> = (0..3u8)
+        .flat_map(|p| (0..512u32).map(move |i| (i as u8) ^ p.wrapping_mul(37)))
+        .collect();
+    let page_run_id = key.blob_id(Kind::DataBlob, &page_run);
+    let piece = walden::format::pagemap::Piece {
+        page_size: 512,
+        pages: (0..3u16)
+            .map(|i| walden::format::pagemap::PageRef {
+                hash: key.page_hash(&page_run[i as usize * 512..(i as usize + 1) * 512]),
+                blob: page_run_id,
+                index: i,
+            })
+            .collect(),
+    };
+    let piece_plain = piece.encode();
+    let piece_id = key.blob_id(Kind::MapBlob, &piece_plain);
+    let mut paged = node(b"16386", NodeKind::File);
+    paged.size = page_run.len() as u64;
+    paged.content = vec![piece_id];
+    paged.paged = true;
     let mut link = node(b"pg_\xffwal", NodeKind::Symlink);
     link.mode = 0o777;
     link.target = Some(b"/mnt/wal/\xfe".to_vec());
     let tree = Tree {
-        nodes: vec![file, big, link],
+        nodes: vec![file, big, paged, link],
     };
     let tree_json = tree.encode();
     let tree_id = key.blob_id(Kind::TreeBlob, &tree_json);
@@ -527,6 +551,8 @@ fn generate() -> Value {
     for b in &listed {
         blobs.push((BlobType::Data, b, Compression::None));
     }
+    blobs.push((BlobType::Data, &page_run, Compression::Zstd(3)));
+    blobs.push((BlobType::Map, &piece_plain, Compression::None));
     for (t, data, c) in blobs {
         let id = key.blob_id(t.seal_kind(), data);
         let env = key.seal(t.seal_kind(), &id.0, data, c);
@@ -881,6 +907,11 @@ fn generate() -> Value {
             "id": lock_id.to_hex(),
             "json": String::from_utf8(lock_json).unwrap(),
         },
+        "page_map": {
+            "id": piece_id.to_hex(),
+            "plaintext": hex::encode(&piece_plain),
+            "run_blob": page_run_id.to_hex(),
+        },
         "list": {
             "id": list_id.to_hex(),
             "plaintext": hex::encode(&list_plain),
@@ -1114,6 +1145,7 @@ fn check_vectors() {
         let id_key_for = match w.blob_type {
             BlobType::Tree => blake3::derive_key(walden::seal::TREE_ID_CONTEXT, &id_key),
             BlobType::List => blake3::derive_key(walden::seal::LIST_ID_CONTEXT, &id_key),
+            BlobType::Map => blake3::derive_key(walden::seal::MAP_ID_CONTEXT, &id_key),
             BlobType::Data => id_key,
         };
         assert_eq!(blake3::keyed_hash(&id_key_for, &sp).as_bytes(), &w.id.0);
@@ -1200,6 +1232,55 @@ fn check_vectors() {
         tree.nodes.iter().any(|n| n.list == Some(id_of(&li["id"]))),
         "a node names the list"
     );
+    // page map: "WMAP", version 1, page size, pages, blobs, runs, hashes.
+    let pm = &v["page_map"];
+    let pm_plain = unhex(&pm["plaintext"]);
+    let piece = walden::format::pagemap::Piece::decode(&pm_plain).unwrap();
+    assert_eq!(piece.encode(), pm_plain);
+    assert_eq!(&pm_plain[..4], b"WMAP");
+    assert_eq!(pm_plain[4], 1);
+    let page_size = u32::from_le_bytes(pm_plain[5..9].try_into().unwrap()) as usize;
+    let pages = u32::from_le_bytes(pm_plain[9..13].try_into().unwrap()) as usize;
+    let nblobs = u16::from_le_bytes(pm_plain[13..15].try_into().unwrap()) as usize;
+    assert_eq!((page_size, pages, nblobs), (512, 3, 1));
+    assert_eq!(
+        hex::encode(&pm_plain[15..47]),
+        pm["run_blob"].as_str().unwrap()
+    );
+    let run_entry = want
+        .iter()
+        .find(|e| e.id == id_of(&pm["run_blob"]))
+        .unwrap();
+    let run_plain = key
+        .open(
+            Kind::DataBlob,
+            &run_entry.id.0,
+            &bytes[run_entry.offset as usize..(run_entry.offset + run_entry.length) as usize],
+        )
+        .unwrap();
+    let page_key = blake3::derive_key(walden::seal::PAGE_HASH_CONTEXT, &id_key);
+    let hashes = &pm_plain[pm_plain.len() - 8 * pages..];
+    for i in 0..pages {
+        let h = blake3::keyed_hash(&page_key, &run_plain[i * page_size..(i + 1) * page_size]);
+        assert_eq!(
+            &h.as_bytes()[..8],
+            &hashes[i * 8..i * 8 + 8],
+            "spec page hash {i}"
+        );
+    }
+    let map_key = blake3::derive_key(walden::seal::MAP_ID_CONTEXT, &id_key);
+    assert_eq!(
+        blake3::keyed_hash(&map_key, &pm_plain).as_bytes(),
+        &id_of(&pm["id"]).0,
+        "spec map piece id"
+    );
+    assert!(
+        tree.nodes
+            .iter()
+            .any(|n| n.paged && n.content == vec![id_of(&pm["id"])]),
+        "a paged node names the piece"
+    );
+
     let w = &v["wal_record"];
     let wal_json = w["json"].as_str().unwrap().as_bytes();
     let rec = walden::format::wal::WalRecord::decode(wal_json).unwrap();

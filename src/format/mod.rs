@@ -9,6 +9,7 @@ pub mod layout;
 pub mod list;
 pub mod lock;
 pub mod pack;
+pub mod pagemap;
 pub mod point;
 pub mod snapshot;
 pub mod tree;
@@ -81,6 +82,8 @@ pub enum BlobType {
     Tree,
     /// A content list ([`list`]).
     List,
+    /// A piece of a page map ([`pagemap`]).
+    Map,
 }
 
 impl BlobType {
@@ -89,6 +92,7 @@ impl BlobType {
             BlobType::Data => 0,
             BlobType::Tree => 1,
             BlobType::List => 2,
+            BlobType::Map => 3,
         }
     }
     pub fn from_byte(b: u8) -> Result<BlobType> {
@@ -96,6 +100,7 @@ impl BlobType {
             0 => Ok(BlobType::Data),
             1 => Ok(BlobType::Tree),
             2 => Ok(BlobType::List),
+            3 => Ok(BlobType::Map),
             _ => Err(Error::corrupt(format!("unknown blob type {b}"))),
         }
     }
@@ -104,6 +109,7 @@ impl BlobType {
             BlobType::Data => crate::seal::Kind::DataBlob,
             BlobType::Tree => crate::seal::Kind::TreeBlob,
             BlobType::List => crate::seal::Kind::ListBlob,
+            BlobType::Map => crate::seal::Kind::MapBlob,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -111,6 +117,7 @@ impl BlobType {
             BlobType::Data => "data",
             BlobType::Tree => "tree",
             BlobType::List => "list",
+            BlobType::Map => "map",
         }
     }
 }

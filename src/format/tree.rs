@@ -43,6 +43,10 @@ pub struct Node {
     /// The root of the file's content list, when it has more blobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<Id>,
+    /// The file is stored by pages: `content` or `list` names the pieces of
+    /// its page map ([`super::pagemap`]), not its data blobs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paged: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
     #[serde(
@@ -90,6 +94,7 @@ impl Node {
             size: if kind == NodeKind::File { st.size } else { 0 },
             content: vec![],
             list: None,
+            paged: false,
             subtree: None,
             target: None,
         }

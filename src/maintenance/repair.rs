@@ -194,6 +194,24 @@ async fn first_problem(
                         )));
                     }
                 },
+                NodeKind::File if n.paged => {
+                    let ids = match crate::snapshot::paged::read_map(repo, &n).await {
+                        Ok((_, map)) => crate::snapshot::paged::blobs_of(&map),
+                        Err(e) if matches!(e.kind(), Kind::Corrupt | Kind::NotFound) => {
+                            return Ok(Some(format!("{}: {e}", n.name_lossy())));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(b) = ids
+                        .iter()
+                        .find(|b| !matches!(repo.catalog().lookup(b), Ok(Some(_))))
+                    {
+                        return Ok(Some(format!(
+                            "{}: blob {b} is not in any readable index file",
+                            n.name_lossy()
+                        )));
+                    }
+                }
                 NodeKind::File => {
                     let ids = match crate::snapshot::content::ids(repo, &n).await {
                         Ok(ids) => ids,

@@ -184,7 +184,7 @@ impl Rules for DataDirectory {
             .collect()
     }
 
-    fn block_size(&self, rel: &str) -> Option<usize> {
+    fn page_size(&self, rel: &str) -> Option<usize> {
         crate::pg::exclude::is_relation_file(rel).then_some(crate::pg::page::PAGE_SIZE)
     }
 

@@ -124,15 +124,26 @@ async fn walk_trees(
                     )))?,
                 },
                 NodeKind::File => {
-                    for id in &n.content {
+                    // A paged file's content names its map's pieces, which
+                    // name its data blobs.
+                    let leaf = if n.paged {
+                        BlobType::Map
+                    } else {
+                        BlobType::Data
+                    };
+                    let mut leaves = n.content.clone();
+                    if let Some(list) = n.list {
+                        leaves.extend(walk_list(repo, list, &from, seen, visit).await?);
+                    }
+                    for id in leaves {
                         visit(Reached::Blob {
-                            id: *id,
-                            want: BlobType::Data,
+                            id,
+                            want: leaf,
                             from: &from,
                         })?;
-                    }
-                    if let Some(list) = n.list {
-                        walk_list(repo, list, &from, seen, visit).await?;
+                        if n.paged && seen.insert(id) {
+                            walk_map(repo, id, &from, seen, visit).await?;
+                        }
                     }
                 }
                 NodeKind::Symlink => {}
@@ -142,14 +153,49 @@ async fn walk_trees(
     Ok(())
 }
 
-/// A file's content list, level by level, every list blob and data blob.
+/// A page map piece: every data blob it names.
+async fn walk_map(
+    repo: &Repo,
+    id: Id,
+    from: &str,
+    seen: &mut HashSet<Id>,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<()> {
+    let piece = match repo
+        .read_blob(&id)
+        .await
+        .and_then(|b| crate::format::pagemap::Piece::decode(&b))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return visit(Reached::Problem(format!(
+                "{from}: page map piece {id}: {e}"
+            )));
+        }
+    };
+    for blob in crate::snapshot::paged::blobs_of(&piece.pages) {
+        if seen.insert(blob) {
+            visit(Reached::Blob {
+                id: blob,
+                want: BlobType::Data,
+                from,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A file's content list, level by level: visits every list blob and
+/// returns the ids at its bottom level, in order. A list shared with a
+/// file already walked gives nothing more.
 async fn walk_list(
     repo: &Repo,
     root: Id,
     from: &str,
     seen: &mut HashSet<Id>,
     visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
-) -> Result<()> {
+) -> Result<Vec<Id>> {
+    let mut leaves = Vec::new();
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
         if !seen.insert(id) {
@@ -167,19 +213,14 @@ async fn walk_list(
                 continue;
             }
         };
-        for child in list.ids {
-            if list.level == 0 {
-                visit(Reached::Blob {
-                    id: child,
-                    want: BlobType::Data,
-                    from,
-                })?;
-            } else {
-                stack.push(child);
-            }
+        if list.level == 0 {
+            leaves.extend(list.ids);
+        } else {
+            // Reversed onto the stack, so lists are read left to right.
+            stack.extend(list.ids.into_iter().rev());
         }
     }
-    Ok(())
+    Ok(leaves)
 }
 
 async fn walk_wal(

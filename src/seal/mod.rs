@@ -37,6 +37,7 @@ pub enum Kind {
     DataBlob,
     TreeBlob,
     ListBlob,
+    MapBlob,
     PackHeader,
     Index,
     Snapshot,
@@ -53,6 +54,7 @@ impl Kind {
             Kind::DataBlob => b'D',
             Kind::TreeBlob => b'T',
             Kind::ListBlob => b'B',
+            Kind::MapBlob => b'M',
             Kind::PackHeader => b'H',
             Kind::Index => b'I',
             Kind::Snapshot => b'S',
@@ -96,12 +98,21 @@ pub struct MasterKey {
     /// Derived from `id`: the key of content list blobs' ids, for the same
     /// reason.
     list_id: [u8; 32],
+    /// Derived from `id`: the key of page map blobs' ids.
+    map_id: [u8; 32],
+    /// Derived from `id`: the key of the short hashes a page map keeps of
+    /// each page.
+    page_hash: [u8; 32],
 }
 
 /// The BLAKE3 key-derivation context for the tree-id key.
 pub const TREE_ID_CONTEXT: &str = "walden 2026-11-22 tree blob id key";
 /// The BLAKE3 key-derivation context for the list-id key.
 pub const LIST_ID_CONTEXT: &str = "walden 2026-12-01 list blob id key";
+/// The BLAKE3 key-derivation context for the map-id key.
+pub const MAP_ID_CONTEXT: &str = "walden 2026-12-01 map blob id key";
+/// The BLAKE3 key-derivation context for the page-hash key.
+pub const PAGE_HASH_CONTEXT: &str = "walden 2026-12-01 page hash key";
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,11 +148,15 @@ impl MasterKey {
         id.copy_from_slice(&b[32..]);
         let tree_id = blake3::derive_key(TREE_ID_CONTEXT, &id);
         let list_id = blake3::derive_key(LIST_ID_CONTEXT, &id);
+        let map_id = blake3::derive_key(MAP_ID_CONTEXT, &id);
+        let page_hash = blake3::derive_key(PAGE_HASH_CONTEXT, &id);
         Ok(MasterKey {
             seal: SealKey(seal),
             id,
             tree_id,
             list_id,
+            map_id,
+            page_hash,
         })
     }
 
@@ -160,6 +175,7 @@ impl MasterKey {
         let key = match kind {
             Kind::TreeBlob => &self.tree_id,
             Kind::ListBlob => &self.list_id,
+            Kind::MapBlob => &self.map_id,
             _ => &self.id,
         };
         Id(*blake3::keyed_hash(key, plaintext).as_bytes())
@@ -167,6 +183,16 @@ impl MasterKey {
 
     pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
         self.seal.seal(kind, name, plaintext, c)
+    }
+
+    /// The short keyed hash a page map keeps of a page: enough to tell a
+    /// changed page (a chance collision is 2^-64), and keyed, so nobody
+    /// without the key can make one.
+    pub fn page_hash(&self, page: &[u8]) -> [u8; crate::format::pagemap::HASH_LEN] {
+        let h = blake3::keyed_hash(&self.page_hash, page);
+        h.as_bytes()[..crate::format::pagemap::HASH_LEN]
+            .try_into()
+            .expect("8 bytes")
     }
 
     pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {

@@ -63,18 +63,18 @@ pub trait Rules: Send + Sync {
     fn decide(&self, _rel_dir: &str, entries: &[(&str, bool)]) -> Vec<Decision> {
         vec![Decision::Keep; entries.len()]
     }
-    /// The block size to cut this file into, instead of content-defined
-    /// chunks: for files made of pages, whose updates land on scattered
-    /// pages, so only changed pages are stored again.
-    fn block_size(&self, _rel: &str) -> Option<usize> {
+    /// The page size when this file is made of pages, to store it by pages
+    /// (`snapshot::paged`) instead of content-defined chunks: its updates
+    /// land on scattered pages, and only changed pages are stored again.
+    fn page_size(&self, _rel: &str) -> Option<usize> {
         None
     }
     /// Whether a symlink is backed up as the directory it points to.
     fn follow_link(&self, _rel: &str) -> bool {
         false
     }
-    /// When block `index` of a block-cut file is damaged (a failed page
-    /// checksum), how to name it in the report. A damaged block is read
+    /// When page `index` of a paged file is damaged (a failed page
+    /// checksum), how to name it in the report. A damaged page is read
     /// once more before it is reported.
     fn damaged_block(&self, _rel: &str, _index: u64, _block: &[u8]) -> Option<String> {
         None
@@ -124,7 +124,9 @@ enum Event {
 }
 
 struct FileContent {
+    /// Data blob ids, or for a paged file its map pieces' ids.
     ids: Vec<Id>,
+    paged: bool,
     size: u64,
     /// Blocks that failed their check, read twice: "base/5/1259 block 3".
     bad_blocks: Vec<String>,
@@ -133,7 +135,9 @@ struct FileContent {
 struct ReadJob {
     path: PathBuf,
     rel: String,
-    block_size: Option<usize>,
+    page_size: Option<usize>,
+    /// The same file in the parent snapshot, when it was stored by pages.
+    prior: Option<Node>,
     reply: Sender<Result<Option<FileContent>>>,
 }
 
@@ -175,48 +179,98 @@ fn too_long(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENAMETOOLONG)
 }
 
+fn open_for_reading(path: &Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path.display(), e)),
+    }
+}
+
 /// Reads and stores one file's content. A file that vanished since it was
 /// listed gives `None`.
 fn read_file(
     session: &SessionHandle,
     rules: &dyn Rules,
+    rt: &tokio::runtime::Handle,
     job: &ReadJob,
 ) -> Result<Option<FileContent>> {
-    use std::os::unix::fs::FileExt;
+    if let Some(ps) = job.page_size {
+        return read_paged(session, rules, rt, job, ps);
+    }
     let path = &job.path;
-    let f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path.display(), e)),
+    let Some(f) = open_for_reading(path)? else {
+        return Ok(None);
     };
-    let params = &session.repo().config().chunker;
     let mut ids = Vec::new();
     let mut size = 0u64;
-    let mut bad_blocks = Vec::new();
-    let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = match job.block_size {
-        Some(b) => Box::new(crate::chunk::fixed_blocks(&f, b)),
-        None => Box::new(params.chunks(&f)),
-    };
-    for (i, chunk) in chunks.enumerate() {
-        let mut chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
-        if let Some(b) = job.block_size
-            && rules.damaged_block(&job.rel, i as u64, &chunk).is_some()
-        {
-            // A page can be caught mid-write: read it once more, as
-            // PostgreSQL's own base backup does, and keep the second read.
-            let mut again = vec![0u8; chunk.len()];
-            if f.read_exact_at(&mut again, i as u64 * b as u64).is_ok() {
-                chunk = again;
-            }
-            if let Some(what) = rules.damaged_block(&job.rel, i as u64, &chunk) {
-                bad_blocks.push(what);
-            }
-        }
+    for chunk in session.repo().config().chunker.chunks(&f) {
+        let chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
         size += chunk.len() as u64;
         ids.push(session.store(BlobType::Data, chunk)?);
     }
     Ok(Some(FileContent {
         ids,
+        paged: false,
+        size,
+        bad_blocks: Vec::new(),
+    }))
+}
+
+/// Reads a file made of pages, checking each, and stores the pages that
+/// differ from its parent's map.
+fn read_paged(
+    session: &SessionHandle,
+    rules: &dyn Rules,
+    rt: &tokio::runtime::Handle,
+    job: &ReadJob,
+    page_size: usize,
+) -> Result<Option<FileContent>> {
+    use std::os::unix::fs::FileExt;
+    let path = &job.path;
+    let Some(f) = open_for_reading(path)? else {
+        return Ok(None);
+    };
+    let parent = match &job.prior {
+        Some(p) => match rt.block_on(super::paged::read_map(session.repo(), p)) {
+            Ok((ps, map)) if ps == page_size => Some(map),
+            Ok(_) => None,
+            // The parent's map is damaged: store this file in full.
+            Err(e) => {
+                tracing::warn!(
+                    "{}: the parent's page map is unreadable ({e}); storing it whole",
+                    job.rel
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let mut w = super::paged::PagedWriter::new(session, page_size, parent);
+    let mut size = 0u64;
+    let mut bad_blocks = Vec::new();
+    let reader = std::io::BufReader::with_capacity(1 << 20, &f);
+    for (i, page) in crate::chunk::fixed_blocks(reader, page_size).enumerate() {
+        let mut page = page.map_err(|e| Error::io(path.display(), e))?;
+        if rules.damaged_block(&job.rel, i as u64, &page).is_some() {
+            // A page can be caught mid-write: read it once more, as
+            // PostgreSQL's own base backup does, and keep the second read.
+            let mut again = vec![0u8; page.len()];
+            if f.read_exact_at(&mut again, i as u64 * page_size as u64)
+                .is_ok()
+            {
+                page = again;
+            }
+            if let Some(what) = rules.damaged_block(&job.rel, i as u64, &page) {
+                bad_blocks.push(what);
+            }
+        }
+        size += page.len() as u64;
+        w.push(&page)?;
+    }
+    Ok(Some(FileContent {
+        ids: w.finish()?,
+        paged: true,
         size,
         bad_blocks,
     }))
@@ -387,15 +441,17 @@ impl Walker<'_> {
         {
             node.content = o.content.clone();
             node.list = o.list;
+            node.paged = o.paged;
             return self.send(Event::Entry(node));
         }
         let (tx, rx) = bounded(1);
-        let block_size = self.rules.block_size(&rel);
+        let page_size = self.rules.page_size(&rel);
         self.jobs
             .send(ReadJob {
                 path,
                 rel,
-                block_size,
+                page_size,
+                prior: prior.filter(|p| p.paged).cloned(),
                 reply: tx,
             })
             .map_err(|_| Error::internal("backup readers stopped"))?;
@@ -467,6 +523,7 @@ fn build(
                     .map_err(|_| Error::internal("backup reader stopped"))??;
                 if let Some(c) = r {
                     super::content::set(session, &mut node, c.ids)?;
+                    node.paged = c.paged;
                     node.size = c.size;
                     counts.entry(&node);
                     counts.files_read += 1;
@@ -563,12 +620,13 @@ async fn walk_and_build(
 ) -> Result<Vec<Node>> {
     let rules = opts.rules.clone();
     let h = session.handle();
+    let reader_rt = tokio::runtime::Handle::current();
     let readers = Pool::start(
         "walden-read",
         workers(),
         4 * workers(),
         move |job: ReadJob| {
-            let r = read_file(&h, &*rules, &job);
+            let r = read_file(&h, &*rules, &reader_rt, &job);
             let _ = job.reply.send(r);
         },
     )?;

@@ -6,5 +6,6 @@
 
 pub mod backup;
 pub mod content;
+pub mod paged;
 pub mod pool;
 pub mod restore;

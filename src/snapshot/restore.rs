@@ -41,6 +41,7 @@ use crate::atomic_file::{AtomicFile, Publish};
 use crate::catalog::BlobLocation;
 use crate::error::{Error, Kind, Result};
 use crate::format::layout;
+use crate::format::pagemap::PageRef;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
@@ -288,11 +289,16 @@ struct SparseWriter<'a> {
 
 impl<'a> SparseWriter<'a> {
     fn new(f: &'a File) -> Self {
+        Self::at(f, 0)
+    }
+
+    /// A writer whose first byte goes at `at`.
+    fn at(f: &'a File, at: u64) -> Self {
         SparseWriter {
             f,
-            buf: Vec::with_capacity(WRITE_BUFFER),
-            buf_at: 0,
-            at: 0,
+            buf: Vec::new(),
+            buf_at: at,
+            at,
         }
     }
 
@@ -377,6 +383,119 @@ fn check_size(path: &Path, n: u64, node: &Node) -> Result<()> {
     Ok(())
 }
 
+/// What a file node's content is, read once per file.
+enum Content {
+    /// Data blob ids in order.
+    Chunks(Vec<Id>),
+    /// A paged file's page size and map.
+    Pages(usize, Vec<PageRef>),
+}
+
+impl Content {
+    fn of(repo: &Repo, rt: &tokio::runtime::Handle, node: &Node) -> Result<Content> {
+        if node.paged {
+            let (ps, map) = rt.block_on(super::paged::read_map(repo, node))?;
+            let expect = node.size.div_ceil(ps as u64);
+            if map.len() as u64 != expect {
+                return Err(Error::corrupt(format!(
+                    "{}: a page map of {} pages for {} bytes",
+                    node.name_lossy(),
+                    map.len(),
+                    node.size
+                )));
+            }
+            return Ok(Content::Pages(ps, map));
+        }
+        Ok(Content::Chunks(super::content::ids_blocking(
+            repo, rt, node,
+        )?))
+    }
+
+    /// Writes the whole content into empty file `f`; returns its size.
+    fn write(
+        &self,
+        repo: &Repo,
+        rt: &tokio::runtime::Handle,
+        f: &File,
+        path: &Path,
+        node: &Node,
+    ) -> Result<u64> {
+        match self {
+            Content::Chunks(ids) => write_content(repo, rt, f, path, ids),
+            Content::Pages(ps, map) => {
+                write_pages(repo, rt, f, path, *ps, map, true, |_| true)?;
+                f.set_len(node.size)
+                    .map_err(|e| Error::io(path.display(), e))?;
+                Ok(node.size)
+            }
+        }
+    }
+}
+
+/// Writes the pages of `map` that `want` picks, at their places, fetching
+/// each blob that holds any of them once. In a new file (`holes`) zero
+/// pages are left as holes; over an existing one they are written. Returns
+/// the bytes written.
+#[allow(clippy::too_many_arguments)]
+fn write_pages(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    f: &File,
+    path: &Path,
+    ps: usize,
+    map: &[PageRef],
+    holes: bool,
+    want: impl Fn(usize) -> bool,
+) -> Result<u64> {
+    let mut by_blob: HashMap<Id, Vec<(usize, usize)>> = HashMap::new();
+    for (n, p) in map.iter().enumerate().filter(|(n, _)| want(*n)) {
+        by_blob
+            .entry(p.blob)
+            .or_default()
+            .push((n, p.index as usize));
+    }
+    let mut blobs: Vec<(BlobLocation, Id)> = by_blob
+        .keys()
+        .map(|id| repo.locate(id).map(|l| (l, *id)))
+        .collect::<Result<_>>()?;
+    // In pack order, so nearby blobs come with one ranged get.
+    blobs.sort_by_key(|(l, _)| (l.pack, l.offset));
+    let ids: Vec<Id> = blobs.into_iter().map(|(_, id)| id).collect();
+    let mut written = 0u64;
+    for_each_blob(repo, rt, &ids, |id, plain| {
+        let pages = &by_blob[id];
+        let mut i = 0;
+        while i < pages.len() {
+            // Pages consecutive both in the file and in the blob: one write.
+            let (n0, x0) = pages[i];
+            let mut j = i + 1;
+            while j < pages.len() && pages[j] == (n0 + (j - i), x0 + (j - i)) {
+                j += 1;
+            }
+            let start = x0 * ps;
+            let end = ((x0 + (j - i)) * ps).min(plain.len());
+            if start >= end {
+                return Err(Error::corrupt(format!(
+                    "{}: blob {id} has no page {x0}",
+                    path.display()
+                )));
+            }
+            let at = (n0 * ps) as u64;
+            let r = if holes {
+                let mut w = SparseWriter::at(f, at);
+                w.push(&plain[start..end]).and_then(|_| w.flush())
+            } else {
+                f.write_all_at(&plain[start..end], at)
+            };
+            r.map_err(|e| Error::io(path.display(), e))?;
+            written += (end - start) as u64;
+            i = j;
+        }
+        Ok(())
+    })?;
+    Ok(written)
+}
+
 fn restore_file(
     repo: &Repo,
     rt: &tokio::runtime::Handle,
@@ -385,7 +504,7 @@ fn restore_file(
     c: &Counters,
 ) -> Result<()> {
     let path = &job.path;
-    let ids = super::content::ids_blocking(repo, rt, &job.node)?;
+    let content = Content::of(repo, rt, &job.node)?;
     let existing = match std::fs::symlink_metadata(path) {
         Ok(md) => Some(md),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -398,13 +517,16 @@ fn restore_file(
         && md.is_file()
         && md.nlink() == 1
     {
-        return restore_file_delta(repo, rt, job, &ids, mode, c);
+        return match &content {
+            Content::Chunks(ids) => restore_file_delta(repo, rt, job, ids, mode, c),
+            Content::Pages(ps, map) => restore_paged_delta(repo, rt, job, *ps, map, mode, c),
+        };
     }
     let written = if existing.is_some() && (mode.overwrite || mode.delta) {
         // Beside it, then renamed over it: a symlink or hard link in its
         // place is replaced, never written through.
         let mut f = AtomicFile::create(path, 0o600).map_err(|e| Error::io(path.display(), e))?;
-        let n = write_content(repo, rt, f.file(), path, &ids)?;
+        let n = content.write(repo, rt, f.file(), path, &job.node)?;
         check_size(path, n, &job.node)?;
         apply_meta_fd(f.file(), path, &job.node, mode.owner)?;
         f.commit(Publish::Replace)
@@ -418,7 +540,8 @@ fn restore_file(
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path.display(), e))?;
-        let r = write_content(repo, rt, &f, path, &ids)
+        let r = content
+            .write(repo, rt, &f, path, &job.node)
             .and_then(|n| check_size(path, n, &job.node).map(|_| n))
             .and_then(|n| apply_meta_fd(&f, path, &job.node, mode.owner).map(|_| n));
         match r {
@@ -508,6 +631,75 @@ fn restore_file_delta(
             c.files.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(written, Ordering::Relaxed);
             c.reused_bytes.fetch_add(size - written, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e.context(format!(
+                "restoring {} (the partly updated file was removed)",
+                path.display()
+            )))
+        }
+    }
+}
+
+/// Brings an existing regular file to the paged content `map` names: each
+/// page on disk is hashed and compared with the map; only pages that
+/// differ are fetched and written in place.
+fn restore_paged_delta(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    job: &FileJob,
+    ps: usize,
+    map: &[PageRef],
+    mode: WriteMode,
+    c: &Counters,
+) -> Result<()> {
+    use std::io::Read;
+    let path = &job.path;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(path.display(), e))?;
+    let done = (|| -> Result<u64> {
+        let mut same = vec![false; map.len()];
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &f);
+        let mut page = vec![0u8; ps];
+        for (n, p) in map.iter().enumerate() {
+            let want_len = if n + 1 == map.len() {
+                (job.node.size - (n * ps) as u64) as usize
+            } else {
+                ps
+            };
+            let mut got = 0;
+            while got < want_len {
+                match reader.read(&mut page[got..want_len]) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io(path.display(), e)),
+                }
+            }
+            same[n] = got == want_len && repo.key().page_hash(&page[..want_len]) == p.hash;
+            if got < want_len {
+                break;
+            }
+        }
+        let written = write_pages(repo, rt, &f, path, ps, map, false, |n| !same[n])?;
+        f.set_len(job.node.size)
+            .map_err(|e| Error::io(path.display(), e))?;
+        apply_meta_fd(&f, path, &job.node, mode.owner)?;
+        Ok(written)
+    })();
+    drop(f);
+    match done {
+        Ok(written) => {
+            c.files.fetch_add(1, Ordering::Relaxed);
+            c.bytes.fetch_add(written, Ordering::Relaxed);
+            c.reused_bytes
+                .fetch_add(job.node.size.saturating_sub(written), Ordering::Relaxed);
             Ok(())
         }
         Err(e) => {

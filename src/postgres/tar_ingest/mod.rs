@@ -116,7 +116,7 @@ fn ingest<R: Read>(what: &str, input: R, session: &SessionHandle) -> Result<Stre
         .map_err(|e| Error::internal(format!("spawn collector: {e}")))?;
     let chunker = session.repo().config().chunker.clone();
     let jobs = storers.sender();
-    let read = stream::read_stream(what, input, &chunker, &jobs, &ev_tx);
+    let read = stream::read_stream(what, input, &chunker, session.repo().key(), &jobs, &ev_tx);
     drop(jobs);
     drop(ev_tx);
     let collected = collector

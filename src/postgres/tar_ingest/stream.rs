@@ -13,9 +13,11 @@ use std::rc::Rc;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::error::{Error, Result};
+use crate::format::pagemap::{FULL_RUN, HASH_LEN};
 use crate::format::tree::{Node, NodeKind, Stat};
 use crate::id::Id;
 use crate::pg::page::PAGE_SIZE;
+use crate::seal::MasterKey;
 
 use super::{BACKUP_FILES, KEPT_FILES, Kept, lossy, parent_and_name};
 
@@ -78,9 +80,12 @@ impl<R: Read> Read for Tee<'_, R> {
 pub(super) enum Event {
     /// A directory or symlink, complete.
     Entry(Vec<u8>, Node),
-    /// A regular file: its chunks follow, then `End`.
+    /// A regular file: its chunks (or, for a relation file, its runs of
+    /// pages) follow, then `End`.
     Begin(Vec<u8>, Node),
     Chunk(Receiver<Result<Id>>),
+    /// A run of pages stored as one blob, with each page's hash.
+    Run(Receiver<Result<Id>>, Vec<[u8; HASH_LEN]>),
     End,
 }
 
@@ -152,6 +157,7 @@ struct Reading<'a> {
     what: &'a str,
     state: Rc<RefCell<SourceState>>,
     chunker: &'a crate::chunk::ChunkerParams,
+    key: &'a MasterKey,
     jobs: &'a Sender<Job>,
     events: &'a Sender<Event>,
     entries_seen: u64,
@@ -181,6 +187,36 @@ impl Reading<'_> {
             "{what} is damaged: a tar header or entry before byte {} does not parse; no snapshot was written",
             st.offset
         ))
+    }
+
+    /// Hands `data` to a storing worker; the receiver gets its id.
+    fn store(&self, data: Vec<u8>) -> Result<Receiver<Result<Id>>> {
+        let (tx, rx) = bounded(1);
+        self.jobs
+            .send(Job { data, reply: tx })
+            .map_err(|_| Error::internal("the storing workers stopped"))?;
+        Ok(rx)
+    }
+
+    /// A relation file's pages, hashed one by one and stored in aligned
+    /// runs, as a full `backup --pgdata` stores them, so the two kinds of
+    /// backup share their blobs.
+    fn pages(&self, input: &mut impl Read, rel: &str) -> Result<()> {
+        let mut run = Vec::with_capacity(FULL_RUN * PAGE_SIZE);
+        let mut hashes = Vec::with_capacity(FULL_RUN);
+        for page in crate::chunk::fixed_blocks(input, PAGE_SIZE) {
+            let page = page.map_err(|e| self.fail(e, &format!("inside {rel}")))?;
+            hashes.push(self.key.page_hash(&page));
+            run.extend_from_slice(&page);
+            if hashes.len() == FULL_RUN {
+                let data = std::mem::replace(&mut run, Vec::with_capacity(FULL_RUN * PAGE_SIZE));
+                self.send(Event::Run(self.store(data)?, std::mem::take(&mut hashes)))?;
+            }
+        }
+        if !hashes.is_empty() {
+            self.send(Event::Run(self.store(run)?, hashes))?;
+        }
+        Ok(())
     }
 
     fn send(&self, ev: Event) -> Result<()> {
@@ -216,19 +252,13 @@ impl Reading<'_> {
             read: 0,
             copy: keep.map(|_| &mut copy),
         };
-        let chunks: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> =
-            if crate::pg::exclude::is_relation_file(&rel) {
-                Box::new(crate::chunk::fixed_blocks(&mut tee, PAGE_SIZE))
-            } else {
-                Box::new(self.chunker.chunks(&mut tee))
-            };
-        for chunk in chunks {
-            let data = chunk.map_err(|e| self.fail(e, &format!("inside {rel}")))?;
-            let (tx, rx) = bounded(1);
-            self.jobs
-                .send(Job { data, reply: tx })
-                .map_err(|_| Error::internal("the storing workers stopped"))?;
-            self.send(Event::Chunk(rx))?;
+        if crate::pg::exclude::is_relation_file(&rel) {
+            self.pages(&mut tee, &rel)?;
+        } else {
+            for chunk in self.chunker.chunks(&mut tee) {
+                let data = chunk.map_err(|e| self.fail(e, &format!("inside {rel}")))?;
+                self.send(Event::Chunk(self.store(data)?))?;
+            }
         }
         if tee.read != size {
             return Err(self.fail(
@@ -302,6 +332,7 @@ pub(super) fn read_stream<R: Read>(
     what: &str,
     input: R,
     chunker: &crate::chunk::ChunkerParams,
+    key: &MasterKey,
     jobs: &Sender<Job>,
     events: &Sender<Event>,
 ) -> Result<(Option<Node>, Kept)> {
@@ -314,6 +345,7 @@ pub(super) fn read_stream<R: Read>(
         what,
         state,
         chunker,
+        key,
         jobs,
         events,
         entries_seen: 0,

@@ -10,41 +10,65 @@ use crossbeam_channel::Receiver;
 
 use crate::error::{Error, Result};
 use crate::format::BlobType;
+use crate::format::pagemap::PageRef;
 use crate::format::tree::{Node, NodeKind, Stat, Tree};
 use crate::id::Id;
 use crate::pg::exclude::Decision;
+use crate::pg::page::PAGE_SIZE;
 use crate::repo::session::SessionHandle;
 
 use super::stream::Event;
 use super::{BACKUP_FILES, Counts, lossy, parent_and_name};
 
 /// Consumes the reader's events in order; resolves each chunk's id.
+/// The file being collected: its path, node, chunk ids or pages.
+type Current = (Vec<u8>, Node, Vec<Id>, Vec<PageRef>);
+
 pub(super) fn collect(
     session: &SessionHandle,
     events: Receiver<Event>,
 ) -> Result<BTreeMap<Vec<u8>, Node>> {
     let mut nodes = BTreeMap::new();
-    let mut current: Option<(Vec<u8>, Node, Vec<Id>)> = None;
+    let mut current: Option<Current> = None;
+    let stored = |rx: Receiver<Result<Id>>| {
+        rx.recv()
+            .map_err(|_| Error::internal("a storing worker stopped"))?
+    };
     for ev in events {
         match ev {
             Event::Entry(path, node) => {
                 nodes.insert(path, node);
             }
-            Event::Begin(path, node) => current = Some((path, node, Vec::new())),
+            Event::Begin(path, node) => current = Some((path, node, Vec::new(), Vec::new())),
             Event::Chunk(rx) => {
-                let id = rx
-                    .recv()
-                    .map_err(|_| Error::internal("a storing worker stopped"))??;
+                let id = stored(rx)?;
                 current
                     .as_mut()
                     .expect("a chunk belongs to a file")
                     .2
                     .push(id);
             }
+            Event::Run(rx, hashes) => {
+                let blob = stored(rx)?;
+                let pages = &mut current.as_mut().expect("a run belongs to a file").3;
+                for (i, hash) in hashes.into_iter().enumerate() {
+                    pages.push(PageRef {
+                        hash,
+                        blob,
+                        index: i as u16,
+                    });
+                }
+            }
             Event::End => {
-                let (path, mut node, ids) = current.take().expect("a file ended");
+                let (path, mut node, ids, pages) = current.take().expect("a file ended");
                 // Only the list root stays in memory, not an id per page.
-                crate::snapshot::content::set(session, &mut node, ids)?;
+                if pages.is_empty() {
+                    crate::snapshot::content::set(session, &mut node, ids)?;
+                } else {
+                    let pieces = crate::snapshot::paged::store_map(session, PAGE_SIZE, &pages)?;
+                    crate::snapshot::content::set(session, &mut node, pieces)?;
+                    node.paged = true;
+                }
                 nodes.insert(path, node);
             }
         }

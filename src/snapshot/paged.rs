@@ -1,0 +1,175 @@
+//! Files stored by pages (`format::pagemap`): writing one from its pages in
+//! order, against the page map of the same file in the parent snapshot, and
+//! reading a page map back. A page whose hash equals the parent's at the
+//! same place is not stored again: the new map points at the parent's blob.
+//! Changed pages are gathered, in file order, into blobs of up to
+//! [`CHANGED_RUN`] pages; a file with no parent map is stored in runs of
+//! [`FULL_RUN`] pages, aligned, so an unchanged file in a later full backup
+//! stores the same blobs and deduplicates.
+
+use crate::error::{Error, Result};
+use crate::format::BlobType;
+use crate::format::pagemap::{CHANGED_RUN, FULL_RUN, PAGES_PER_PIECE, PageRef, Piece};
+use crate::format::tree::Node;
+use crate::id::Id;
+use crate::repo::Repo;
+use crate::repo::session::SessionHandle;
+
+/// Builds a paged file's map as its pages arrive.
+pub struct PagedWriter<'a> {
+    session: &'a SessionHandle,
+    page_size: usize,
+    parent: Option<Vec<PageRef>>,
+    run_limit: usize,
+    pages: Vec<PageRef>,
+    /// Changed pages waiting to become one blob, and where they go.
+    pending: Vec<u8>,
+    pending_at: Vec<usize>,
+    /// Pages stored again, for the summary.
+    pub changed: u64,
+}
+
+impl<'a> PagedWriter<'a> {
+    /// A writer for a file of `page_size` pages, against `parent`'s map when
+    /// there is one.
+    pub fn new(session: &'a SessionHandle, page_size: usize, parent: Option<Vec<PageRef>>) -> Self {
+        let run_limit = if parent.is_some() {
+            CHANGED_RUN
+        } else {
+            FULL_RUN
+        };
+        PagedWriter {
+            session,
+            page_size,
+            parent,
+            run_limit,
+            pages: Vec::new(),
+            pending: Vec::with_capacity(run_limit * page_size),
+            pending_at: Vec::with_capacity(run_limit),
+            changed: 0,
+        }
+    }
+
+    /// The short hash of a page, as its map keeps it.
+    pub fn hash(&self, page: &[u8]) -> [u8; crate::format::pagemap::HASH_LEN] {
+        self.session.repo().key().page_hash(page)
+    }
+
+    /// Adds the file's next page (the last may be short).
+    pub fn push(&mut self, page: &[u8]) -> Result<()> {
+        let hash = self.hash(page);
+        self.push_hashed(page, hash)
+    }
+
+    /// Like [`push`](Self::push), with the page's hash already computed.
+    pub fn push_hashed(
+        &mut self,
+        page: &[u8],
+        hash: [u8; crate::format::pagemap::HASH_LEN],
+    ) -> Result<()> {
+        let n = self.pages.len();
+        if let Some(p) = self.parent.as_ref().and_then(|p| p.get(n))
+            && p.hash == hash
+        {
+            self.pages.push(*p);
+            return Ok(());
+        }
+        self.pages.push(PageRef {
+            hash,
+            blob: Id([0; 32]),
+            index: 0,
+        });
+        self.pending.extend_from_slice(page);
+        self.pending_at.push(n);
+        self.changed += 1;
+        if self.pending_at.len() >= self.run_limit {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the parent's map holds page `n` with hash `hash`: a page a
+    /// caller knows unchanged (a WAL summary) need not be read.
+    pub fn parent_page(&self, n: usize) -> Option<PageRef> {
+        self.parent.as_ref().and_then(|p| p.get(n)).copied()
+    }
+
+    /// Adds page `n` from the parent's map without reading it.
+    pub fn reuse(&mut self, r: PageRef) {
+        self.pages.push(r);
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending_at.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(self.run_limit * self.page_size),
+        );
+        let id = self.session.store(BlobType::Data, data)?;
+        for (i, n) in self.pending_at.drain(..).enumerate() {
+            self.pages[n].blob = id;
+            self.pages[n].index = i as u16;
+        }
+        Ok(())
+    }
+
+    /// Stores the last changed pages and the map's pieces; returns the
+    /// pieces' ids in order.
+    pub fn finish(mut self) -> Result<Vec<Id>> {
+        self.flush()?;
+        store_map(self.session, self.page_size, &self.pages)
+    }
+}
+
+/// Stores a page map as pieces of [`PAGES_PER_PIECE`] pages.
+pub fn store_map(session: &SessionHandle, page_size: usize, pages: &[PageRef]) -> Result<Vec<Id>> {
+    pages
+        .chunks(PAGES_PER_PIECE)
+        .map(|c| {
+            let piece = Piece {
+                page_size: page_size as u32,
+                pages: c.to_vec(),
+            };
+            session.store(BlobType::Map, piece.encode())
+        })
+        .collect()
+}
+
+/// The page map of paged file `node`, every page in order.
+pub async fn read_map(repo: &Repo, node: &Node) -> Result<(usize, Vec<PageRef>)> {
+    let pieces = super::content::ids(repo, node).await?;
+    let mut out = Vec::new();
+    let mut page_size = 0usize;
+    for id in &pieces {
+        let loc = repo.locate(id)?;
+        if loc.blob_type != BlobType::Map {
+            return Err(Error::corrupt(format!(
+                "{}: blob {id} is not a page map piece",
+                node.name_lossy()
+            )));
+        }
+        let piece = Piece::decode(&repo.read_blob(id).await?)
+            .map_err(|e| e.context(format!("{}: map piece {id}", node.name_lossy())))?;
+        if page_size != 0 && piece.page_size as usize != page_size {
+            return Err(Error::corrupt(format!(
+                "{}: map pieces of different page sizes",
+                node.name_lossy()
+            )));
+        }
+        page_size = piece.page_size as usize;
+        out.extend(piece.pages);
+    }
+    Ok((page_size.max(1), out))
+}
+
+/// The distinct data blobs a paged file's map names, in first-use order.
+pub fn blobs_of(pages: &[PageRef]) -> Vec<Id> {
+    let mut seen = std::collections::HashSet::new();
+    pages
+        .iter()
+        .filter(|p| seen.insert(p.blob))
+        .map(|p| p.blob)
+        .collect()
+}
