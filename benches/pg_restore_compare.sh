@@ -83,6 +83,7 @@ echo "T$dur" > "$work/phase"
 echo "pgbench -T $dur ..." >&2
 "$PGBIN/pgbench" -T "$dur" -c 1 2>/dev/null | grep -E '^tps' >&2
 expected=$(psql_ -c "SELECT sum(abalance) FROM pgbench_accounts")
+sysid=$(psql_ -c "SELECT system_identifier FROM pg_control_system()")
 target_time=$(psql_ -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
 target_lsn=$(psql_ -c "SELECT pg_current_wal_lsn()")
 psql_ -c "SELECT pg_sleep(0.2)" >/dev/null
@@ -176,7 +177,7 @@ if [ "$extras" = 1 ]; then
     for seg in $(python3 -c "
 import sys; a,n=sys.argv[1],int(sys.argv[2]); t=a[:8]; s=int(a[8:16],16)*256+int(a[16:],16)
 print(' '.join(f'{t}{(s+i)>>8:08X}{(s+i)&255:08X}' for i in range(n)))" "$first_seg" "$n_segs"); do
-        as_pg "$W" --config "$wconf" wal-fetch --prefetch 0 "$seg" "$work/walcopy/$seg"
+        as_pg env WALDEN_CLUSTER="$sysid" "$W" --config "$wconf" wal-fetch --prefetch 0 "$seg" "$work/walcopy/$seg"
     done
     promote walden floor-cp "cp $work/walcopy/%f %p"
     rm -rf "$work/walcopy"
@@ -206,12 +207,12 @@ import sys; a=sys.argv[1]; s=int(a[8:16],16)*256+int(a[16:],16)+1
 print(f'{a[:8]}{s>>8:08X}{s&255:08X}')" "$seg")
     rm -f "$work/fetch/"*
     fetch1 pgbackrest pgbackrest --config="$pconf" --stanza=bench archive-get "$seg" "$work/fetch/b-$seg"
-    fetch1 walden-miss "$W" --config "$wconf" wal-fetch --prefetch 0 "$seg" "$work/fetch/$seg"
-    fetch1 walden-notfound "$W" --config "$wconf" wal-fetch --prefetch 0 000000090000000900000009 "$work/fetch/none"
+    fetch1 walden-miss env WALDEN_CLUSTER="$sysid" "$W" --config "$wconf" wal-fetch --prefetch 0 "$seg" "$work/fetch/$seg"
+    fetch1 walden-notfound env WALDEN_CLUSTER="$sysid" "$W" --config "$wconf" wal-fetch --prefetch 0 000000090000000900000009 "$work/fetch/none"
     spool_clear
-    fetch1 walden-prefetching "$W" --config "$wconf" wal-fetch "$seg" "$work/fetch/p-$seg"
+    fetch1 walden-prefetching env WALDEN_CLUSTER="$sysid" "$W" --config "$wconf" wal-fetch "$seg" "$work/fetch/p-$seg"
     sleep 3
-    fetch1 walden-hit "$W" --config "$wconf" wal-fetch --prefetch 0 "$nxt" "$work/fetch/h-$nxt"
+    fetch1 walden-hit env WALDEN_CLUSTER="$sysid" "$W" --config "$wconf" wal-fetch --prefetch 0 "$nxt" "$work/fetch/h-$nxt"
     cmp -s "$work/fetch/$seg" "$work/fetch/b-$seg" || { echo "fetched $seg differs between the tools" >&2; exit 1; }
 done
 

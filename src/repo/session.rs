@@ -32,6 +32,7 @@ use crate::format::pack::{PackBuilder, PackEntry};
 use crate::id::Id;
 
 use super::Repo;
+use crate::seal::Compression;
 
 /// Packs gathered into one index file before it is written.
 const PACKS_PER_INDEX: usize = 8;
@@ -44,6 +45,8 @@ struct SealJob {
     blob_type: BlobType,
     id: Id,
     data: Vec<u8>,
+    /// The zstd level, when not the repository's.
+    level: Option<i32>,
 }
 
 struct Sealed {
@@ -203,6 +206,19 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     pub fn store(&self, blob_type: BlobType, data: Vec<u8>) -> Result<Id> {
+        self.store_at_level(blob_type, data, None)
+    }
+
+    /// Like [`store`](Self::store), compressing at zstd `level` instead of
+    /// the repository's level (when the repository compresses at all):
+    /// changed pages gathered in an incremental compress better at a higher
+    /// level, for little time, there being few of them.
+    pub fn store_at_level(
+        &self,
+        blob_type: BlobType,
+        data: Vec<u8>,
+        level: Option<i32>,
+    ) -> Result<Id> {
         if data.len() > MAX_BLOB {
             // Pack offsets and lengths are 32-bit; chunks are far smaller,
             // so only an absurdly large directory listing gets here.
@@ -240,6 +256,7 @@ impl SessionHandle {
                 blob_type,
                 id,
                 data,
+                level,
             })
             .is_err()
         {
@@ -259,10 +276,14 @@ impl SessionHandle {
 fn seal_stage(sh: &Shared, rx: Receiver<SealJob>, tx: Sender<Sealed>) {
     let compression = sh.repo.compression();
     for job in rx {
-        let envelope =
-            sh.repo
-                .key()
-                .seal(job.blob_type.seal_kind(), &job.id.0, &job.data, compression);
+        let c = match (compression, job.level) {
+            (Compression::Zstd(_), Some(l)) => Compression::Zstd(l),
+            (c, _) => c,
+        };
+        let envelope = sh
+            .repo
+            .key()
+            .seal(job.blob_type.seal_kind(), &job.id.0, &job.data, c);
         let sealed = Sealed {
             blob_type: job.blob_type,
             id: job.id,
