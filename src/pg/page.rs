@@ -56,16 +56,19 @@ fn comp(sum: u32, value: u32) -> u32 {
 pub fn checksum(page: &[u8], blkno: u32) -> u16 {
     assert_eq!(page.len(), PAGE_SIZE);
     let mut sums = BASE_OFFSETS;
-    for row in page.chunks_exact(4 * N_SUMS) {
-        for (j, sum) in sums.iter_mut().enumerate() {
-            let off = 4 * j;
-            let mut w = [row[off], row[off + 1], row[off + 2], row[off + 3]];
-            // pd_checksum (bytes 8 and 9 of the page, in the first row) counts as zero.
-            if std::ptr::eq(row.as_ptr(), page.as_ptr()) && j == 2 {
-                w[0] = 0;
-                w[1] = 0;
-            }
-            *sum = comp(*sum, u32::from_le_bytes(w));
+    // Rows of 32 words, one per lane; written so the compiler can keep the
+    // 32 lanes in vector registers (the algorithm was made for that).
+    let mut row = [0u32; N_SUMS];
+    for (r, bytes) in page.chunks_exact(4 * N_SUMS).enumerate() {
+        for (w, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        if r == 0 {
+            // pd_checksum (bytes 8 and 9 of the page) counts as zero.
+            row[2] &= 0xFFFF_0000;
+        }
+        for (sum, w) in sums.iter_mut().zip(row.iter()) {
+            *sum = comp(*sum, *w);
         }
     }
     for _ in 0..2 {

@@ -187,6 +187,22 @@ fn open_for_reading(path: &Path) -> Result<Option<File>> {
     }
 }
 
+/// Fills `buf` from `f` (sequentially) as far as the file goes; returns how
+/// much was read.
+fn read_full(mut f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Reads and stores one file's content. A file that vanished since it was
 /// listed gives `None`.
 fn read_file(
@@ -249,24 +265,38 @@ fn read_paged(
     let mut w = super::paged::PagedWriter::new(session, page_size, parent);
     let mut size = 0u64;
     let mut bad_blocks = Vec::new();
-    let reader = std::io::BufReader::with_capacity(1 << 20, &f);
-    for (i, page) in crate::chunk::fixed_blocks(reader, page_size).enumerate() {
-        let mut page = page.map_err(|e| Error::io(path.display(), e))?;
-        if rules.damaged_block(&job.rel, i as u64, &page).is_some() {
-            // A page can be caught mid-write: read it once more, as
-            // PostgreSQL's own base backup does, and keep the second read.
-            let mut again = vec![0u8; page.len()];
-            if f.read_exact_at(&mut again, i as u64 * page_size as u64)
-                .is_ok()
-            {
-                page = again;
-            }
-            if let Some(what) = rules.damaged_block(&job.rel, i as u64, &page) {
-                bad_blocks.push(what);
-            }
+    // Large reads, pages taken as slices of them: no copy or allocation
+    // per page.
+    let mut buf = vec![0u8; (1 << 20) / page_size * page_size];
+    let mut index = 0u64;
+    loop {
+        let n = read_full(&f, &mut buf).map_err(|e| Error::io(path.display(), e))?;
+        if n == 0 {
+            break;
         }
-        size += page.len() as u64;
-        w.push(&page)?;
+        for page in buf[..n].chunks(page_size) {
+            let mut again = Vec::new();
+            let mut page = page;
+            if rules.damaged_block(&job.rel, index, page).is_some() {
+                // A page can be caught mid-write: read it once more, as
+                // PostgreSQL's own base backup does, and keep the second read.
+                again.resize(page.len(), 0);
+                if f.read_exact_at(&mut again, index * page_size as u64)
+                    .is_ok()
+                {
+                    page = &again;
+                }
+                if let Some(what) = rules.damaged_block(&job.rel, index, page) {
+                    bad_blocks.push(what);
+                }
+            }
+            size += page.len() as u64;
+            w.push(page)?;
+            index += 1;
+        }
+        if n < buf.len() {
+            break;
+        }
     }
     Ok(Some(FileContent {
         ids: w.finish()?,

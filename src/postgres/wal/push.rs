@@ -46,44 +46,48 @@ struct Sealed {
     chunks: Vec<(Id, u32, Vec<u8>)>,
 }
 
-/// Cuts and seals `bytes`, the chunks in parallel over the cores.
+/// The blocks a WAL file is cut into: fixed 1 MiB pieces. WAL files share
+/// no content that a shifting boundary could find (each is new WAL), so
+/// content-defined chunking would only cost time; fixed blocks still
+/// deduplicate a `.partial` file against the segment that continues it.
+pub const WAL_BLOCK: usize = 1 << 20;
+
+/// Cuts and seals `bytes`, the blocks in parallel over the cores.
 fn seal(repo: &Repo, bytes: &[u8]) -> Result<Sealed> {
-    let pieces: Vec<&[u8]> = {
-        let mut out = Vec::new();
-        let mut at = 0;
-        for c in repo.config().chunker.chunks(bytes) {
-            let c = c.map_err(|e| Error::internal(format!("chunking in memory: {e}")))?;
-            out.push(&bytes[at..at + c.len()]);
-            at += c.len();
-        }
-        out
-    };
+    let pieces: Vec<&[u8]> = bytes.chunks(WAL_BLOCK).collect();
     let c = repo.compression();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .min(pieces.len().max(1));
-    let per = pieces.len().div_ceil(workers.max(1)).max(1);
     let mut chunks: Vec<(Id, u32, Vec<u8>)> = Vec::with_capacity(pieces.len());
     std::thread::scope(|s| {
-        let handles: Vec<_> = pieces
-            .chunks(per)
-            .map(|group| {
+        // Interleaved, so each worker gets blocks from all over the file
+        // and finishes about when the others do.
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let pieces = &pieces;
                 s.spawn(move || {
-                    group
+                    pieces
                         .iter()
-                        .map(|p| {
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, p)| {
                             let id = repo.key().blob_id(crate::seal::Kind::DataBlob, p);
                             let env = repo.key().seal(crate::seal::Kind::DataBlob, &id.0, p, c);
-                            (id, p.len() as u32, env)
+                            (i, (id, p.len() as u32, env))
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
+        let mut all: Vec<(usize, (Id, u32, Vec<u8>))> = Vec::with_capacity(pieces.len());
         for h in handles {
-            chunks.extend(h.join().expect("sealing thread"));
+            all.extend(h.join().expect("sealing thread"));
         }
+        all.sort_by_key(|(i, _)| *i);
+        chunks.extend(all.into_iter().map(|(_, c)| c));
     });
     Ok(Sealed {
         size: bytes.len() as u64,
@@ -104,14 +108,10 @@ fn compare(name: &WalName, ids: &[Id], size: u64, existing: &WalRecord) -> Resul
 }
 
 fn ids_of(repo: &Repo, bytes: &[u8]) -> Result<Vec<Id>> {
-    repo.config()
-        .chunker
-        .chunks(bytes)
-        .map(|c| {
-            c.map(|c| repo.key().blob_id(crate::seal::Kind::DataBlob, &c))
-                .map_err(|e| Error::internal(format!("chunking in memory: {e}")))
-        })
-        .collect()
+    Ok(bytes
+        .chunks(WAL_BLOCK)
+        .map(|c| repo.key().blob_id(crate::seal::Kind::DataBlob, c))
+        .collect())
 }
 
 /// A WAL file to archive: its name and content.
