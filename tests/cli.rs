@@ -570,7 +570,7 @@ fn wal_push_killed_mid_upload_stores_nothing_visible_and_the_retry_succeeds() {
     let dir = e.path("pg_wal");
     std::fs::create_dir_all(&dir).unwrap();
     let seg = dir.join("000000010000000000000010");
-    let content = noise(77, 16 << 20);
+    let content = common::wal::segment("000000010000000000000010", 77, 16 << 20, 1);
     std::fs::write(&seg, &content).unwrap();
     // Killed (SIGKILL, as a crash or an OOM kill would) after its pack is
     // stored and just before its record is.
@@ -624,7 +624,7 @@ fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
         .collect();
     for (i, n) in names.iter().enumerate() {
         let p = src.join(n);
-        std::fs::write(&p, noise(100 + i as u64, 1 << 20)).unwrap();
+        std::fs::write(&p, common::wal::segment(n, 100 + i as u64, 1 << 20, 1)).unwrap();
         e.ok(&["wal-push", p.to_str().unwrap()]);
     }
     let out = e.path("pg_wal");
@@ -694,7 +694,11 @@ fn async_push_returns_once_queued_and_the_pusher_archives_everything() {
         .map(|i| format!("0000000100000000000000{i:02X}"))
         .collect();
     for (i, n) in names.iter().enumerate() {
-        std::fs::write(dir.join(n), noise(300 + i as u64, 1 << 20)).unwrap();
+        std::fs::write(
+            dir.join(n),
+            common::wal::segment(n, 300 + i as u64, 1 << 20, 1),
+        )
+        .unwrap();
         e.ok(&["wal-push", "--async", dir.join(n).to_str().unwrap()]);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -722,7 +726,11 @@ fn async_push_returns_once_queued_and_the_pusher_archives_everything() {
     // queue and pusher): the queue fills, and once it holds more than its
     // limit a push fails loudly, naming the pusher's last error.
     let late = dir.join("000000010000000000000010");
-    std::fs::write(&late, noise(9, 1 << 20)).unwrap();
+    std::fs::write(
+        &late,
+        common::wal::segment("000000010000000000000010", 9, 1 << 20, 2),
+    )
+    .unwrap();
     let o = e
         .command(
             "correct horse",
@@ -758,4 +766,68 @@ fn async_push_returns_once_queued_and_the_pusher_archives_everything() {
     };
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+}
+
+#[test]
+fn wal_push_refuses_segments_that_are_not_what_their_name_says() {
+    let e = Env::new();
+    e.init();
+    let dir = e.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = "000000010000000000000021";
+    let good = common::wal::segment(name, 21, 1 << 20, 1);
+    let p = dir.join(name);
+    let refused = |bytes: &[u8], want_code: i32, needle: &str, asynchronous: bool| {
+        std::fs::write(&p, bytes).unwrap();
+        let mut args = vec!["wal-push"];
+        if asynchronous {
+            args.push("--async");
+        }
+        args.push(p.to_str().unwrap());
+        let o = e.run(&args);
+        assert_eq!(code(&o), want_code, "{needle}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+        assert!(stderr(&o).contains(name), "names the file: {}", stderr(&o));
+    };
+    for asynchronous in [false, true] {
+        // Another cluster's WAL (system identifier 7, not 1).
+        refused(
+            &common::wal::segment(name, 21, 1 << 20, 7),
+            2,
+            "another cluster",
+            asynchronous,
+        );
+        // A damaged page magic.
+        let mut bad = good.clone();
+        bad[1] ^= 0x40;
+        refused(&bad, 4, "magic", asynchronous);
+        // The page address of another segment.
+        refused(
+            &common::wal::segment("000000010000000000000022", 21, 1 << 20, 1),
+            4,
+            "address",
+            asynchronous,
+        );
+        // Cut short: not a segment size.
+        refused(&good[..700_000], 2, "segment size", asynchronous);
+    }
+    // Nothing of them was archived; the good file then is.
+    let o = e.run(&[
+        "wal-fetch",
+        "--prefetch",
+        "0",
+        name,
+        e.path("out").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    std::fs::write(&p, &good).unwrap();
+    e.ok(&["wal-push", p.to_str().unwrap()]);
+    e.ok(&[
+        "wal-fetch",
+        "--prefetch",
+        "0",
+        name,
+        e.path("out").to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(e.path("out")).unwrap() == good);
 }

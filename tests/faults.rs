@@ -35,7 +35,7 @@ fn pushed_segment(e: &Env, n: u32) -> (String, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let name = format!("0000000100000000000000{n:02X}");
     let p = dir.join(&name);
-    std::fs::write(&p, noise(n as u64, 1 << 20)).unwrap();
+    std::fs::write(&p, common::wal::segment(&name, n as u64, 1 << 20, 1)).unwrap();
     e.ok(&["wal-push", p.to_str().unwrap()]);
     (name, p)
 }
@@ -177,7 +177,7 @@ fn concurrent_pushes_of_different_content_under_one_name_have_one_winner() {
         let b = e.path(&format!("b{trial}"));
         for (d, seed) in [(&a, 10 + trial), (&b, 20 + trial)] {
             std::fs::create_dir_all(d).unwrap();
-            std::fs::write(d.join(&name), noise(seed, 1 << 20)).unwrap();
+            std::fs::write(d.join(&name), common::wal::segment(&name, seed, 1 << 20, 1)).unwrap();
         }
         // Both reach the record at about the same time.
         let spawn = |d: &Path| {

@@ -7,93 +7,12 @@
 //! the refusals: a target before every backup, a timeline that does not
 //! exist, a non-empty target, a missing WAL segment.
 
-use std::path::Path;
 use std::process::Output;
 
 mod common;
 use common::archive::{Archive, wait_for};
-use common::pg::{Cluster, PGBIN, hand_over};
-
-const ACCOUNTS: i32 = 20;
-
-fn balances(c: &Cluster) -> String {
-    c.psql("select string_agg(id || ':' || balance, ',' order by id) from accounts")
-}
-
-/// `n` transfers between random accounts, each its own transaction.
-fn transfers(c: &Cluster, dir: &Path, n: u32) {
-    let script = dir.join("transfer.sql");
-    std::fs::write(
-        &script,
-        format!(
-            "\\set a random(1, {ACCOUNTS})\n\\set b random(1, {ACCOUNTS})\n\\set amount random(1, 100)\n\
-             BEGIN;\nUPDATE accounts SET balance = balance - :amount WHERE id = :a;\n\
-             UPDATE accounts SET balance = balance + :amount WHERE id = :b;\nCOMMIT;\n"
-        ),
-    )
-    .unwrap();
-    let st = std::process::Command::new(Path::new(PGBIN).join("pgbench"))
-        .args(c.client_args())
-        .args(["-n", "-c", "2", "-t"])
-        .arg(n.to_string())
-        .arg("-f")
-        .arg(&script)
-        .arg("postgres")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "pgbench transfers");
-}
-
-fn ok(o: &Output, what: &str) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-/// Switches WAL and waits until the segment in use now is archived.
-fn archive_current(c: &Cluster) {
-    let current = c.psql("select pg_walfile_name(pg_current_wal_lsn())");
-    c.psql("select pg_switch_wal()");
-    wait_for("the current segment to be archived", c, || {
-        c.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= current
-    });
-}
-
-struct Restored {
-    cluster: Cluster,
-    plan: serde_json::Value,
-}
-
-/// Restores with `args` into a fresh directory, starts PostgreSQL on it
-/// with `conf` and waits for it to be promoted.
-fn restore_and_start(
-    archive: &Archive,
-    root: &Path,
-    name: &str,
-    args: &[&str],
-    conf: &str,
-) -> Restored {
-    let dir = root.join(name);
-    hand_over(&dir);
-    let data = dir.join("pgdata");
-    let mut full = vec!["--json", "restore", "--to", data.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = ok(&archive.walden(&full), &format!("restore {name}"));
-    assert!(data.join("recovery.signal").exists());
-    let cluster = Cluster::launch(&dir, data, conf);
-    wait_for("promotion at the target", &cluster, || {
-        cluster.psql("select pg_is_in_recovery()") == "f"
-    });
-    Restored {
-        cluster,
-        plan: out["plan"].clone(),
-    }
-}
+use common::bank::{ACCOUNTS, archive_current, balances, ok, restore_and_start, transfers};
+use common::pg::{Cluster, hand_over};
 
 fn refused(o: &Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);

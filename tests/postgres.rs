@@ -8,7 +8,6 @@ use std::path::Path;
 mod common;
 use common::archive::{Archive, pgbench, pgbench_state, wait_for};
 use common::pg::{Cluster, hand_over};
-use common::tree::noise;
 
 #[test]
 fn archive_command_stores_every_wal_file_and_fetch_returns_it_identical() {
@@ -111,7 +110,7 @@ fn repush_same_content_succeeds_and_different_content_is_refused() {
     let seg_dir = root.join("pg_wal");
     std::fs::create_dir_all(&seg_dir).unwrap();
     let seg = seg_dir.join("000000010000000000000042");
-    let original = noise(42, 1 << 20);
+    let original = common::wal::segment("000000010000000000000042", 42, 1 << 20, 1);
     std::fs::write(&seg, &original).unwrap();
     hand_over(&seg_dir);
     let push =
@@ -180,7 +179,11 @@ fn fetch_of_archived_file_with_missing_data_aborts_recovery() {
     let (tmp, archive) = Archive::in_temp_dir();
     let root = tmp.path();
     let seg = root.join("000000010000000000000007");
-    std::fs::write(&seg, noise(7, 1 << 20)).unwrap();
+    std::fs::write(
+        &seg,
+        common::wal::segment("000000010000000000000007", 7, 1 << 20, 1),
+    )
+    .unwrap();
     hand_over(root);
     assert!(
         archive

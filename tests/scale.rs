@@ -4,6 +4,8 @@
 //! large its files (more relation data in one directory than a tree with
 //! inline content lists could ever hold).
 
+mod common;
+
 use std::sync::Arc;
 
 use walden::format::tree::{Node, NodeKind, Stat, Tree};
@@ -42,9 +44,7 @@ async fn a_push_costs_the_same_requests_after_ten_thousand_archived_files() {
         async move {
             let name = format!("{:024X}", (1u128 << 64) | n as u128);
             let path = dir.join(&name);
-            let mut b = vec![0u8; 1 << 20];
-            getrandom::fill(&mut b).unwrap();
-            std::fs::write(&path, b).unwrap();
+            std::fs::write(&path, common::wal::segment(&name, n, 1 << 20, 42)).unwrap();
             let repo = Arc::new(Repo::open_for_wal(counted, b"pw", &cache).await.unwrap());
             walden::postgres::wal::push::push(repo, 42, &path)
                 .await

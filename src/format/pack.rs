@@ -42,6 +42,15 @@ impl PackBuilder {
         Self::default()
     }
 
+    /// A builder whose buffer already holds `bytes`, so filling it never
+    /// moves what it holds.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

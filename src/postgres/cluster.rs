@@ -45,6 +45,8 @@ pub struct BackupStop {
 pub struct Cluster {
     client: tokio_postgres::Client,
     version_num: u32,
+    /// What this server's major does differently (`pg::version`).
+    major: &'static crate::pg::version::Major,
 }
 
 fn pg_err(what: &str, e: tokio_postgres::Error) -> Error {
@@ -103,14 +105,11 @@ impl Cluster {
             .await
             .map_err(|e| pg_err("version", e))?;
         let version_num = row.get::<_, i32>(0) as u32;
-        if version_num < 100000 {
-            return Err(Error::unsupported(format!(
-                "PostgreSQL {version_num} is older than 10"
-            )));
-        }
+        let major = crate::pg::version::from_version_num(version_num)?;
         Ok(Cluster {
             client,
             version_num,
+            major,
         })
     }
 
@@ -137,14 +136,9 @@ impl Cluster {
 
     /// Starts a non-exclusive backup with an immediate checkpoint.
     pub async fn backup_start(&self, label: &str) -> Result<BackupPoint> {
-        let sql = if self.version_num >= 150000 {
-            "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, true) as lsn"
-        } else {
-            "select lsn::text, pg_walfile_name(lsn) from pg_start_backup($1, true, false) as lsn"
-        };
         let row = self
             .client
-            .query_one(sql, &[&label])
+            .query_one(self.major.backup_start_sql(), &[&label, &true])
             .await
             .map_err(|e| pg_err("backup start", e))?;
         Ok(BackupPoint {
@@ -161,16 +155,9 @@ impl Cluster {
     /// backup needs (PostgreSQL 17 changed what `pg_walfile_name` says of
     /// an LSN on a segment boundary, so it is not asked).
     pub async fn backup_stop(&self, wal_segment_size: u64) -> Result<BackupStop> {
-        let sql = if self.version_num >= 150000 {
-            "select lsn::text, pg_walfile_name(lsn), labelfile, coalesce(spcmapfile, '')
-               from pg_backup_stop(false)"
-        } else {
-            "select lsn::text, pg_walfile_name(lsn), labelfile, coalesce(spcmapfile, '')
-               from pg_stop_backup(false, false)"
-        };
         let row = self
             .client
-            .query_one(sql, &[])
+            .query_one(self.major.backup_stop_sql(), &[&false])
             .await
             .map_err(|e| pg_err("backup stop", e))?;
         let lsn: String = row.get(0);

@@ -214,7 +214,7 @@ thread_local! {
 /// to uniform (more than 7.5 bits of entropy per byte), as encrypted,
 /// compressed or random data is. Checking costs a fraction of what trying
 /// zstd on it does.
-fn looks_incompressible(data: &[u8]) -> bool {
+pub fn looks_incompressible(data: &[u8]) -> bool {
     const SAMPLE: usize = 4096;
     if data.len() < 2 * SAMPLE {
         return false;
@@ -263,7 +263,10 @@ fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
     })
 }
 
-fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+/// Compresses `data` into `out`, which has room for zstd's bound, with
+/// this thread's context; returns the frame's length, or None when the
+/// data does not look compressible or did not get smaller.
+fn compress_into(level: i32, data: &[u8], out: &mut [u8]) -> Option<usize> {
     if looks_incompressible(data) {
         return None;
     }
@@ -273,7 +276,9 @@ fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
             *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
         let (_, c) = slot.as_mut()?;
-        c.compress(data).ok()
+        c.compress_to_buffer(data, out)
+            .ok()
+            .filter(|n| *n < data.len())
     })
 }
 
@@ -296,24 +301,36 @@ impl SealKey {
     /// Compresses (when that helps) and encrypts `plaintext` into a new
     /// envelope under a fresh random nonce.
     pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
+        // Compressed straight into the envelope: one buffer per blob, not
+        // a frame copied into a second one.
+        let room = match c {
+            Compression::Zstd(_) => zstd::zstd_safe::compress_bound(plaintext.len()),
+            Compression::None => 0,
+        }
+        .max(plaintext.len());
+        let mut out = vec![0u8; NONCE_LEN + 1 + room + TAG_LEN];
         let packed = match c {
-            Compression::Zstd(level) => {
-                compress(level, plaintext).filter(|z| z.len() < plaintext.len())
-            }
+            Compression::Zstd(level) => compress_into(
+                level,
+                plaintext,
+                &mut out[NONCE_LEN + 1..NONCE_LEN + 1 + room],
+            ),
             Compression::None => None,
         };
-        let (flag, payload) = match &packed {
-            Some(z) => (FLAG_ZSTD, z.as_slice()),
-            None => (FLAG_RAW, plaintext),
+        let flag = match packed {
+            Some(_) => FLAG_ZSTD,
+            None => {
+                out[NONCE_LEN + 1..NONCE_LEN + 1 + plaintext.len()].copy_from_slice(plaintext);
+                FLAG_RAW
+            }
         };
-        let mut out = vec![0u8; NONCE_LEN + 1 + payload.len() + TAG_LEN];
+        let body_end = NONCE_LEN + 1 + packed.unwrap_or(plaintext.len());
+        out.truncate(body_end + TAG_LEN);
         // The one place a nonce is made: 192 random bits, so collisions stay
         // negligible however much one key seals.
         random_bytes(&mut out[..NONCE_LEN]);
         let nonce = XNonce::try_from(&out[..NONCE_LEN]).expect("24 bytes");
-        let body_end = NONCE_LEN + 1 + payload.len();
         out[NONCE_LEN] = flag;
-        out[NONCE_LEN + 1..body_end].copy_from_slice(payload);
         let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
         let tag = cipher
             .encrypt_inout_detached(

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod bank;
 pub mod env;
 pub mod flaky_proxy;
 pub mod pg;
 pub mod servers;
 pub mod tree;
+pub mod wal;

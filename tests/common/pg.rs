@@ -10,6 +10,25 @@ use std::process::{Command, Output};
 
 pub const PGBIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// The server binaries (initdb, pg_ctl, postgres) of PostgreSQL `major`:
+/// Debian's for 15, else those `scripts/install-pg.sh` puts under
+/// `$WALDEN_TOOLS/pg/<major>/bin` (default `<repo>/.tools`).
+pub fn server_bin(major: u32) -> PathBuf {
+    if major == 15 {
+        return PathBuf::from(PGBIN);
+    }
+    let tools = std::env::var_os("WALDEN_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools"));
+    let bin = tools.join("pg").join(major.to_string()).join("bin");
+    assert!(
+        bin.join("postgres").exists(),
+        "PostgreSQL {major} is missing at {}: run scripts/install-pg.sh",
+        bin.display()
+    );
+    bin
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -62,6 +81,8 @@ fn check(o: Output, what: &str) -> String {
 pub struct Cluster {
     pub data: PathBuf,
     pub port: u16,
+    /// The server's binaries.
+    pub bin: PathBuf,
     sock: PathBuf,
     log: PathBuf,
 }
@@ -74,33 +95,37 @@ impl Cluster {
             Path::new(PGBIN).join("initdb").exists(),
             "PostgreSQL 15 is missing: run scripts/install-test-deps.sh"
         );
+        Self::start_major(dir, 15, conf)
+    }
+
+    /// As [`Cluster::start`], with PostgreSQL `major`'s binaries.
+    pub fn start_major(dir: &Path, major: u32, conf: &str) -> Cluster {
+        let bin = server_bin(major);
         let data = dir.join("pgdata");
         check(
-            as_server_user(Path::new(PGBIN).join("initdb"))
+            as_server_user(bin.join("initdb"))
                 .current_dir("/")
                 .arg("-D")
                 .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "--no-sync",
-                    "--no-instructions",
-                    "-E",
-                    "UTF8",
-                ])
+                .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+                // --no-instructions arrived in 14.
+                .args((major >= 14).then_some("--no-instructions"))
                 .args(["--locale=C.UTF-8", "--wal-segsize=1", "--data-checksums"])
                 .output()
                 .unwrap(),
             "initdb",
         );
-        Self::launch(dir, data, conf)
+        Self::launch_with(dir, data, &bin, conf)
     }
 
     /// Starts the server on an existing data directory `data` (handed over
     /// already), appending `conf` to its postgresql.auto.conf.
     pub fn launch(dir: &Path, data: PathBuf, conf: &str) -> Cluster {
+        Self::launch_with(dir, data, Path::new(PGBIN), conf)
+    }
+
+    /// As [`Cluster::launch`], with the server binaries in `bin`.
+    pub fn launch_with(dir: &Path, data: PathBuf, bin: &Path, conf: &str) -> Cluster {
         let sock = dir.join("sock");
         hand_over(&sock);
         let log = dir.join("server.log");
@@ -122,7 +147,7 @@ impl Cluster {
                     .unwrap();
                 assert!(st.success());
             }
-            let o = as_server_user(Path::new(PGBIN).join("pg_ctl"))
+            let o = as_server_user(bin.join("pg_ctl"))
                 .current_dir("/")
                 .arg("-D")
                 .arg(&data)
@@ -135,6 +160,7 @@ impl Cluster {
                 return Cluster {
                     data,
                     port,
+                    bin: bin.to_path_buf(),
                     sock,
                     log,
                 };
@@ -192,7 +218,7 @@ impl Cluster {
     }
 
     pub fn stop(&self) {
-        let _ = as_server_user(Path::new(PGBIN).join("pg_ctl"))
+        let _ = as_server_user(self.bin.join("pg_ctl"))
             .current_dir("/")
             .arg("-D")
             .arg(&self.data)

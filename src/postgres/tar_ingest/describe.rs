@@ -46,7 +46,9 @@ pub(super) fn describe_backup(read: &Stream, what: &str) -> Result<PgBackup> {
         .kept
         .get("PG_VERSION")
         .ok_or_else(|| missing("PG_VERSION", ""))?;
-    let version_num = crate::pg::control::version_num(&String::from_utf8_lossy(pg_version))?;
+    let pg_version = String::from_utf8_lossy(pg_version);
+    crate::pg::version::from_pg_version(&pg_version)?;
+    let version_num = crate::pg::control::version_num(&pg_version)?;
     let (manifest, manifest_mtime) = read.kept.get("backup_manifest").ok_or_else(|| {
         missing(
             "backup_manifest",
@@ -68,8 +70,38 @@ pub(super) fn describe_backup(read: &Stream, what: &str) -> Result<PgBackup> {
             "{what}: backup_manifest is of system {id} but global/pg_control of {system_identifier}"
         )));
     }
-    // Every file the manifest lists arrived whole. (The stream ends with
-    // the manifest, so this also catches a stream cut between entries.)
+    check_files(read, &manifest, what)?;
+    let wal_segment_size = check_wal(read, &manifest, what)?;
+    let stop = manifest.stop();
+    let stop_wal = segment_name(
+        stop.timeline,
+        Lsn(stop.end.0.saturating_sub(1)).segment(wal_segment_size),
+        wal_segment_size,
+    );
+    let start_time = label
+        .start_time_utc()
+        .unwrap_or_else(|| system_time(*label_mtime));
+    // pg_basebackup stamps the manifest when it writes it, at the end.
+    let stop_time = system_time(*manifest_mtime).max(start_time);
+    Ok(PgBackup {
+        system_identifier,
+        version_num,
+        timeline: label.timeline,
+        start_lsn: label.start_lsn.to_string(),
+        stop_lsn: stop.end.to_string(),
+        start_wal: label.start_wal,
+        stop_wal,
+        start_time: crate::format::format_time(start_time),
+        stop_time: crate::format::format_time(stop_time),
+        backup_type: "full".into(),
+        wal_segment_size,
+        wal_included: true,
+    })
+}
+
+/// Every file the manifest lists arrived whole. (The stream ends with the
+/// manifest, so this also catches a stream cut between entries.)
+fn check_files(read: &Stream, manifest: &Manifest, what: &str) -> Result<()> {
     for f in &manifest.files {
         match read.nodes.get(&f.path) {
             Some(n) if n.kind == NodeKind::File && n.size == f.size => {}
@@ -89,8 +121,12 @@ pub(super) fn describe_backup(read: &Stream, what: &str) -> Result<PgBackup> {
             }
         }
     }
-    // The WAL the stream carries: its segment size, and every segment from
-    // the start to the stop.
+    Ok(())
+}
+
+/// The WAL the stream carries: its one segment size, and every segment
+/// from the backup's start to its stop present. Returns the segment size.
+fn check_wal(read: &Stream, manifest: &Manifest, what: &str) -> Result<u64> {
     let segments: HashMap<String, u64> = read
         .nodes
         .iter()
@@ -131,31 +167,7 @@ pub(super) fn describe_backup(read: &Stream, what: &str) -> Result<PgBackup> {
             }
         }
     }
-    let stop = manifest.stop();
-    let stop_wal = segment_name(
-        stop.timeline,
-        Lsn(stop.end.0.saturating_sub(1)).segment(wal_segment_size),
-        wal_segment_size,
-    );
-    let start_time = label
-        .start_time_utc()
-        .unwrap_or_else(|| system_time(*label_mtime));
-    // pg_basebackup stamps the manifest when it writes it, at the end.
-    let stop_time = system_time(*manifest_mtime).max(start_time);
-    Ok(PgBackup {
-        system_identifier,
-        version_num,
-        timeline: label.timeline,
-        start_lsn: label.start_lsn.to_string(),
-        stop_lsn: stop.end.to_string(),
-        start_wal: label.start_wal,
-        stop_wal,
-        start_time: crate::format::format_time(start_time),
-        stop_time: crate::format::format_time(stop_time),
-        backup_type: "full".into(),
-        wal_segment_size,
-        wal_included: true,
-    })
+    Ok(wal_segment_size)
 }
 
 /// The root node when the stream has no `./` entry (pg_basebackup's has

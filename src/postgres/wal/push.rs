@@ -39,11 +39,14 @@ fn file_name(path: &Path) -> Result<WalName> {
     WalName::parse(n)
 }
 
+/// One sealed chunk: its id, plaintext length and envelope.
+type SealedChunk = (Id, u32, Vec<u8>);
+
 /// A WAL file cut into chunks, each sealed: what its pack holds.
 struct Sealed {
     size: u64,
-    /// (id, plaintext length, envelope), in file order.
-    chunks: Vec<(Id, u32, Vec<u8>)>,
+    /// In file order.
+    chunks: Vec<SealedChunk>,
 }
 
 /// The blocks a WAL file is cut into: fixed 1 MiB pieces. WAL files share
@@ -60,7 +63,7 @@ fn seal(repo: &Repo, bytes: &[u8]) -> Result<Sealed> {
         .map(|n| n.get())
         .unwrap_or(2)
         .min(pieces.len().max(1));
-    let mut chunks: Vec<(Id, u32, Vec<u8>)> = Vec::with_capacity(pieces.len());
+    let mut chunks: Vec<SealedChunk> = Vec::with_capacity(pieces.len());
     std::thread::scope(|s| {
         // Interleaved, so each worker gets blocks from all over the file
         // and finishes about when the others do.
@@ -82,7 +85,7 @@ fn seal(repo: &Repo, bytes: &[u8]) -> Result<Sealed> {
                 })
             })
             .collect();
-        let mut all: Vec<(usize, (Id, u32, Vec<u8>))> = Vec::with_capacity(pieces.len());
+        let mut all: Vec<(usize, SealedChunk)> = Vec::with_capacity(pieces.len());
         for h in handles {
             all.extend(h.join().expect("sealing thread"));
         }
@@ -114,17 +117,73 @@ fn ids_of(repo: &Repo, bytes: &[u8]) -> Result<Vec<Id>> {
         .collect())
 }
 
+/// Checks a segment's (or a `.partial` file's) first page: the WAL page
+/// magic of a supported major, the address and timeline its name implies,
+/// and system identifier `cluster`; a segment's length must be a WAL
+/// segment size. History and backup-label files carry no WAL pages.
+pub fn check_segment(name: &WalName, bytes: &[u8], cluster: u64) -> Result<()> {
+    use crate::pg::walname::WalKind;
+    if !matches!(name.kind, WalKind::Segment | WalKind::Partial) {
+        return Ok(());
+    }
+    let segment = &name.as_str()[..24];
+    crate::pg::wal::check_header(segment, bytes, bytes.len() as u64, Some(cluster))
+        .map(|_| ())
+        .map_err(|e| {
+            let what = match e.message().contains(segment) {
+                true => e.message().to_string(),
+                false => format!("WAL file {name}: {}", e.message()),
+            };
+            Error::new(e.kind(), format!("{what}; it was not archived"))
+        })
+}
+
 /// A WAL file to archive: its name and content.
 pub struct WalFile {
     pub name: WalName,
-    pub bytes: Vec<u8>,
+    pub bytes: WalBytes,
+}
+
+/// A WAL file's content: mapped rather than read, because reading 16 MiB
+/// into a new buffer costs a page fault and a copy per 4 KiB, a good part
+/// of a push's time. The file is not changed while it is mapped:
+/// PostgreSQL neither writes nor recycles a segment until it is archived,
+/// and the queue's files are walden's own.
+pub enum WalBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for WalBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WalBytes::Mapped(m) => m,
+            WalBytes::Owned(v) => v,
+        }
+    }
 }
 
 impl WalFile {
     /// Reads the WAL file at `path` (PostgreSQL's `%p`).
     pub fn read(path: &Path) -> Result<WalFile> {
-        let name = file_name(path)?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        WalFile::read_as(path, file_name(path)?)
+    }
+
+    /// Reads the file at `path` as WAL file `name`.
+    pub fn read_as(path: &Path, name: WalName) -> Result<WalFile> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path.display(), e))?
+            .len();
+        // An empty file cannot be mapped; a filesystem that cannot map
+        // (some FUSE mounts) is read instead.
+        // SAFETY: see WalBytes: nothing changes the file while it is mapped.
+        let bytes = match (len, unsafe { memmap2::Mmap::map(&file) }) {
+            (1.., Ok(m)) => WalBytes::Mapped(m),
+            _ => WalBytes::Owned(std::fs::read(path).map_err(|e| Error::io(path.display(), e))?),
+        };
         Ok(WalFile { name, bytes })
     }
 }
@@ -151,8 +210,8 @@ pub async fn push_files(
     files: Vec<WalFile>,
 ) -> Vec<Result<PushOutcome>> {
     use futures_util::StreamExt;
-    let (names, mut contents): (Vec<WalName>, Vec<Vec<u8>>) =
-        files.into_iter().map(|f| (f.name, f.bytes)).unzip();
+    let (names, mut contents): (Vec<WalName>, Vec<Option<WalBytes>>) =
+        files.into_iter().map(|f| (f.name, Some(f.bytes))).unzip();
     let mut outcomes: Vec<Option<Result<PushOutcome>>> = (0..names.len()).map(|_| None).collect();
     // Already archived? One GET each, a few at a time.
     let checks: Vec<(usize, Result<Option<WalRecord>>)> =
@@ -171,12 +230,22 @@ pub async fn push_files(
         .await;
     let mut new = Vec::new();
     for (i, r) in checks {
+        // A segment that is not what its name says is refused before
+        // anything is stored: PostgreSQL keeps it and retries, and the
+        // failure shows in pg_stat_archiver instead of in a restore.
+        if let Some(bytes) = contents[i].as_deref()
+            && let Err(e) = check_segment(&names[i], bytes, cluster)
+        {
+            outcomes[i] = Some(Err(e));
+            continue;
+        }
         match r {
             Ok(Some(existing)) => {
-                outcomes[i] =
-                    Some(ids_of(&repo, &contents[i]).and_then(|ids| {
-                        compare(&names[i], &ids, contents[i].len() as u64, &existing)
-                    }))
+                let bytes = contents[i].as_deref().unwrap_or_default();
+                outcomes[i] = Some(
+                    ids_of(&repo, bytes)
+                        .and_then(|ids| compare(&names[i], &ids, bytes.len() as u64, &existing)),
+                )
             }
             Ok(None) => new.push(i),
             Err(e) => outcomes[i] = Some(Err(e)),
@@ -185,9 +254,9 @@ pub async fn push_files(
     new.sort_unstable();
     if !new.is_empty() {
         let r = repo.clone();
-        let to_seal: Vec<(usize, Vec<u8>)> = new
+        let to_seal: Vec<(usize, WalBytes)> = new
             .iter()
-            .map(|i| (*i, std::mem::take(&mut contents[*i])))
+            .filter_map(|i| Some((*i, contents[*i].take()?)))
             .collect();
         let sealed = tokio::task::spawn_blocking(move || {
             to_seal
@@ -230,7 +299,11 @@ async fn store(
     sealed: Vec<(usize, Sealed)>,
 ) -> Vec<(usize, Result<PushOutcome>)> {
     // One pack holds the files' chunks, each once, end to end.
-    let mut builder = PackBuilder::new();
+    let total: usize = sealed
+        .iter()
+        .flat_map(|(_, s)| s.chunks.iter().map(|(_, _, e)| e.len()))
+        .sum();
+    let mut builder = PackBuilder::with_capacity(total + 4096);
     let mut seen = std::collections::HashSet::new();
     for (_, s) in &sealed {
         for (id, raw, env) in &s.chunks {
@@ -361,8 +434,8 @@ pub async fn drain(repo: Arc<Repo>, cluster: u64, queue: &super::queue::Queue) -
         let batch: Vec<_> = pending.into_iter().take(BATCH).collect();
         let mut files = Vec::new();
         for q in &batch {
-            let p = q.path.clone();
-            match tokio::task::spawn_blocking(move || WalFile::read(&p)).await {
+            let (queue, q) = (queue.clone(), q.clone());
+            match tokio::task::spawn_blocking(move || queue.read(&q)).await {
                 Ok(Ok(f)) => files.push(f),
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(Error::internal(format!("reading the queue: {e}"))),
