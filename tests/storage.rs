@@ -111,16 +111,27 @@ async fn conformance(store: &Store, other: &Store) {
             .put(&name, noise(100 + i, size as usize))
             .await
             .unwrap();
-        want.push(Listed { name, size });
+        want.push(Listed {
+            name,
+            size,
+            ..Default::default()
+        });
     }
     store.put("list2/x", b"sibling".to_vec()).await.unwrap();
     store.put("lis", b"look-alike".to_vec()).await.unwrap();
     want.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(
-        store.list("list/").await.unwrap(),
-        want,
-        "recursive listing of list/"
-    );
+    let listed = store.list("list/").await.unwrap();
+    assert_eq!(listed, want, "recursive listing of list/");
+    // Each object says when the storage last wrote it (prune ages
+    // unreferenced packs by it): just now, by the storage's clock.
+    for l in &listed {
+        let age = l
+            .modified
+            .unwrap_or_else(|| panic!("{} has no modification time", l.name))
+            .elapsed()
+            .unwrap_or_default();
+        assert!(age.as_secs() < 600, "{} was written {age:?} ago", l.name);
+    }
     let deep: Vec<_> = want
         .iter()
         .filter(|l| l.name.starts_with("list/a/b/c/"))
@@ -136,7 +147,8 @@ async fn conformance(store: &Store, other: &Store) {
         store.list("list2/").await.unwrap(),
         vec![Listed {
             name: "list2/x".into(),
-            size: 7
+            size: 7,
+            ..Default::default()
         }]
     );
 
@@ -373,6 +385,36 @@ fn end_to_end(repo: CloudRepo) {
 
     ok(&repo, dir, &["verify", "--read-data"]);
 
+    // Retention on the object store: new random content replaces the old,
+    // the two older snapshots are forgotten, and the prune deletes their
+    // packs (listing modification times from the bucket) and leaves a
+    // repository that verifies and restores.
+    let mut random = vec![0u8; 3_000_000];
+    getrandom::fill(&mut random).unwrap();
+    std::fs::write(src.join("dir/nested/random.bin"), random).unwrap();
+    json(&repo, dir, &["backup", src_arg]);
+    let dry = json(&repo, dir, &["forget", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(dry["removed_snapshots"], 2, "{dry}");
+    let f = json(
+        &repo,
+        dir,
+        &["forget", "--keep-last", "1", "--prune", "--max-unused", "0"],
+    );
+    assert_eq!(f["removed_snapshots"], 2, "{f}");
+    assert!(
+        f["prune"]["bytes_freed"].as_u64().unwrap() >= 2_900_000,
+        "the old random file's 3 MB were freed: {f}"
+    );
+    assert_eq!(f["prune"]["packs_deferred"], 0, "{f}");
+    ok(&repo, dir, &["verify", "--read-data"]);
+    let out2 = dir.join("restored-after-prune");
+    ok(
+        &repo,
+        dir,
+        &["restore", "latest", "--to", out2.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &out2);
+
     // The objects are in the bucket under the repository's prefix.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -387,7 +429,7 @@ fn end_to_end(repo: CloudRepo) {
         );
         let packs = store.list("data/").await.unwrap();
         assert!(!packs.is_empty(), "no packs under {}", repo.url);
-        assert_eq!(store.list("snapshots/").await.unwrap().len(), 2);
+        assert_eq!(store.list("snapshots/").await.unwrap().len(), 1);
         assert_eq!(
             store.list("locks/").await.unwrap(),
             vec![],

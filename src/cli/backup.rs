@@ -74,6 +74,10 @@ pub struct BackupArgs {
     /// Snapshot to compare file metadata against (default: the newest of the same path)
     #[arg(long)]
     parent: Option<String>,
+    /// A directory snapshot's time instead of now (RFC 3339, e.g.
+    /// 2026-01-31T12:00:00Z): to import old copies with their own dates
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak, conflicts_with_all = ["pgdata", "from_tar"])]
+    time: Option<std::time::SystemTime>,
 }
 
 pub async fn run(s: &Settings, a: BackupArgs) -> Result<i32> {
@@ -114,6 +118,7 @@ pub async fn run(s: &Settings, a: BackupArgs) -> Result<i32> {
         let opts = BackupOptions {
             parent,
             tags: a.tags,
+            time: a.time,
             ..BackupOptions::new(path)
         };
         walden::snapshot::backup::run(repo, opts).await?

@@ -36,6 +36,18 @@ pub async fn run(s: &Settings) -> Result<i32> {
             println!("  restorable: nothing (no backup has its WAL archived)");
         }
         for w in &cl.windows {
+            if w.single_moment {
+                println!(
+                    "  restorable on timeline {}: the end of a backup only, {} ({}): WAL \
+                     from {} on is not archived, later WAL is (kept as a single moment by \
+                     retention, or a gap)",
+                    w.timeline,
+                    short_time(&w.from_time),
+                    w.from_lsn,
+                    w.ends_before
+                );
+                continue;
+            }
             println!(
                 "  restorable on timeline {}: any moment from {} ({}) to {} ({}); then {} is {}",
                 w.timeline,

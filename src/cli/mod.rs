@@ -10,10 +10,12 @@
 
 mod backup;
 mod catalog;
+mod forget;
 mod info;
 mod init;
 mod key;
 mod output;
+mod prune;
 mod repair;
 mod restore;
 mod restore_point;
@@ -59,6 +61,12 @@ enum Command {
     Info,
     /// Check the repository's structure, and with --read-data every blob
     Verify(verify::VerifyArgs),
+    /// Apply a retention policy: remove snapshots, and the WAL and restore
+    /// points the kept backups no longer need; with --prune, free the space
+    Forget(forget::ForgetArgs),
+    /// Free the space of data that no snapshot, WAL file or restore point
+    /// reaches
+    Prune(prune::PruneCommand),
     /// Manage the passwords that open the repository
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -183,6 +191,7 @@ async fn interrupted() -> i32 {
 
 async fn run(cli: Cli) -> Result<i32> {
     let s = settings::settings(&cli.global)?;
+    walden::repo::lock::set_shared_wait(cli.global.lock_wait);
     match cli.command {
         Command::Init(a) => init::run(&s, a).await,
         Command::Backup(a) => backup::run(&s, a).await,
@@ -191,6 +200,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::RestorePoint(a) => restore_point::run(&s, a).await,
         Command::Info => info::run(&s).await,
         Command::Verify(a) => verify::run(&s, a).await,
+        Command::Forget(a) => forget::run(&s, a).await,
+        Command::Prune(a) => prune::run(&s, a).await,
         Command::Key(k) => key::run(&s, k).await,
         Command::Catalog(c) => catalog::run(&s, c).await,
         Command::WalPush(a) => wal::push(&s, a).await,

@@ -33,6 +33,11 @@ pub struct Global {
     /// More detail on standard error (repeat for debug output)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How long a backup, restore or verify waits for a running forget or
+    /// prune to finish before it gives up (exit 6)
+    #[arg(long, global = true, env = "WALDEN_LOCK_WAIT", default_value = "30m",
+          value_parser = humantime::parse_duration)]
+    pub lock_wait: std::time::Duration,
 }
 
 /// The `--config` file.

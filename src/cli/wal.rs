@@ -59,7 +59,7 @@ pub struct DrainArgs {
 }
 
 /// A size: bytes, or a number with KiB, MiB, GiB or TiB.
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
+pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);

@@ -124,6 +124,7 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
             None => Parent::None,
         },
         tags: opts.tags.clone(),
+        time: None,
         rules: Arc::new(DataDirectory {
             verify_pages_before: match info.data_checksums {
                 true => Some(crate::pg::page::parse_lsn(&start.lsn)?),

@@ -77,6 +77,11 @@ pub struct Window {
     /// gap when later WAL exists).
     pub ends_before: String,
     pub gap: bool,
+    /// The WAL ends in the backup's own stop segment and later WAL exists:
+    /// only the moment the backup ended can be restored (a backup that
+    /// `forget` kept by a calendar rule, whose later WAL it expired, looks
+    /// like this).
+    pub single_moment: bool,
 }
 
 const MAX_NAMED_MISSING: usize = 20;
@@ -216,6 +221,7 @@ async fn windows_on(
             to_time,
             ends_before: c.missing,
             gap: c.more_after,
+            single_moment: c.more_after && last.is_none_or(|l| l == stop.segment(seg)),
         });
     }
     out

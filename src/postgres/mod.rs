@@ -2,15 +2,17 @@
 //! base backups ([`base_backup`]) and base backups read from a
 //! `pg_basebackup` tar stream ([`tar_ingest`]), archiving and fetching WAL
 //! ([`wal`]), the archive as a whole ([`wal_archive`]), restoring a backup
-//! for recovery to a target ([`recovery`]) and what the repository can bring
-//! back ([`info`]). Pure PostgreSQL knowledge lives in `pg`; generic tree
+//! for recovery to a target ([`recovery`]), what the repository can bring
+//! back ([`info`]) and which WAL a retention policy keeps ([`retention`]). Pure PostgreSQL knowledge lives in `pg`; generic tree
 //! backup and restore in `snapshot`.
 
 pub mod base_backup;
 pub mod cluster;
+pub mod forget;
 pub mod info;
 pub mod points;
 pub mod recovery;
+pub mod retention;
 pub mod tar_ingest;
 pub mod wal;
 pub mod wal_archive;

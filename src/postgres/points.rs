@@ -60,13 +60,22 @@ async fn read(repo: &Repo, id: &Id) -> Result<RestorePoint> {
 /// Every readable restore point record, oldest first. A damaged one is
 /// left out with a warning: it must not stop a restore to another name.
 pub async fn all(repo: &Repo) -> Result<Vec<RestorePoint>> {
+    Ok(all_with_ids(repo)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// As [`all`], with each record's id.
+pub async fn all_with_ids(repo: &Repo) -> Result<Vec<(Id, RestorePoint)>> {
     let mut out = Vec::new();
     for l in repo.store().list(layout::POINTS).await? {
         let Some(id) = layout::id_of(&l.name) else {
             continue;
         };
         match read(repo, &id).await {
-            Ok(p) => out.push(p),
+            Ok(p) => out.push((id, p)),
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) if e.kind() == Kind::Corrupt || e.kind() == Kind::Unsupported => {
                 tracing::warn!("{e}; it is left out");
@@ -74,6 +83,11 @@ pub async fn all(repo: &Repo) -> Result<Vec<RestorePoint>> {
             Err(e) => return Err(e),
         }
     }
-    out.sort_by(|a, b| a.time.cmp(&b.time));
+    out.sort_by(|a, b| a.1.time.cmp(&b.1.time));
     Ok(out)
+}
+
+/// Removes a restore point record.
+pub async fn remove(repo: &Repo, id: &Id) -> Result<()> {
+    repo.store().delete(&layout::point(id)).await
 }

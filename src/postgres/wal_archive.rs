@@ -97,6 +97,11 @@ impl Archive {
         })
     }
 
+    /// Every archived file name, in name order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.names.contains(name)
     }

@@ -179,6 +179,16 @@ pub async fn write_locked<T>(repo: &Repo, f: impl AsyncFnOnce() -> Result<T>) ->
     Ok(out)
 }
 
+/// Runs `f` under the exclusive lock (forget, prune, repair).
+pub async fn exclusive_locked<T>(repo: &Repo, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
+    let guard = acquire(repo, true).await?;
+    let result = f().await;
+    let released = guard.release().await;
+    let out = result?;
+    released?;
+    Ok(out)
+}
+
 /// Runs `f` under a reader's lock ([`acquire_for_reading`]).
 pub async fn read_locked<T>(
     repo: &Repo,
@@ -221,12 +231,57 @@ fn conflict(l: &HeldLock) -> Error {
     }
 }
 
-/// Takes a lock. A shared lock waits for no one but an exclusive holder; an
-/// exclusive lock requires that no other lock exists.
+/// How long a shared locker waits for a live exclusive holder (a prune)
+/// before it gives up, in seconds; set once by the command line.
+static SHARED_WAIT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets how long shared lockers wait for a running prune: a backup started
+/// by a timer while the weekly prune runs should run after it, not fail.
+pub fn set_shared_wait(d: Duration) {
+    SHARED_WAIT_SECS.store(d.as_secs(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How often a waiting locker looks again.
+const WAIT_POLL: Duration = Duration::from_secs(2);
+
+/// Takes a lock. A shared lock is blocked only by an exclusive holder, and
+/// waits (up to [`set_shared_wait`]) while that holder is alive; an
+/// exclusive lock requires that no other lock exists, and never waits.
+/// A stale blocker is reported at once: waiting would not make it go.
 pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
+    let wait = match exclusive {
+        true => Duration::ZERO,
+        false => Duration::from_secs(SHARED_WAIT_SECS.load(std::sync::atomic::Ordering::Relaxed)),
+    };
+    let began = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match try_acquire(repo, exclusive).await? {
+            Ok(g) => return Ok(g),
+            Err(l) if !l.stale && began.elapsed() + WAIT_POLL <= wait => {
+                if !told {
+                    tracing::warn!(
+                        "waiting up to {} for the exclusive lock {} (host {}, pid {}, since {}) to go",
+                        humantime::format_duration(wait),
+                        l.id.short(),
+                        l.lock.host,
+                        l.lock.pid,
+                        l.lock.time
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(WAIT_POLL).await;
+            }
+            Err(l) => return Err(conflict(&l)),
+        }
+    }
+}
+
+/// One attempt: the guard, or the lock in the way.
+async fn try_acquire(repo: &Repo, exclusive: bool) -> Result<std::result::Result<Guard, HeldLock>> {
     let blocks = |l: &HeldLock| exclusive || l.lock.exclusive;
-    if let Some(l) = list(repo).await?.iter().find(|l| blocks(l)) {
-        return Err(conflict(l));
+    if let Some(l) = list(repo).await?.into_iter().find(|l| blocks(l)) {
+        return Ok(Err(l));
     }
     let id = Id::random();
     let name = layout::lock(&id);
@@ -235,9 +290,13 @@ pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
         .await?;
     // Two lockers can pass the first check together; looking again after
     // writing our own lock makes sure at least one of them backs off.
-    if let Some(l) = list(repo).await?.iter().find(|l| l.id != id && blocks(l)) {
+    if let Some(l) = list(repo)
+        .await?
+        .into_iter()
+        .find(|l| l.id != id && blocks(l))
+    {
         repo.store().delete(&name).await?;
-        return Err(conflict(l));
+        return Ok(Err(l));
     }
     let store = repo.store().clone();
     let body_name = name.clone();
@@ -263,11 +322,11 @@ pub async fn acquire(repo: &Repo, exclusive: bool) -> Result<Guard> {
         }
     });
     held().push((repo.store().clone(), name.clone()));
-    Ok(Guard {
+    Ok(Ok(Guard {
         store: repo.store().clone(),
         name,
         refresher,
-    })
+    }))
 }
 
 /// Removes stale locks (or every lock with `all`); returns those removed.

@@ -53,10 +53,28 @@ pub struct Counts {
     pub points: u64,
 }
 
+/// Roots to walk as if they were gone: what a `forget --dry-run --prune`
+/// would have removed first.
+#[derive(Debug, Default, Clone)]
+pub struct Except {
+    pub snapshots: HashSet<Id>,
+    /// Object names (`wal/<cluster>/<file>`).
+    pub wal: HashSet<String>,
+}
+
 /// Walks every root, calling `visit` for each thing reached. Each tree and
 /// content list is visited once however many snapshots share it.
 pub async fn walk(
     repo: &Repo,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<Counts> {
+    walk_except(repo, &Except::default(), visit).await
+}
+
+/// As [`walk`], leaving out the roots in `except`.
+pub async fn walk_except(
+    repo: &Repo,
+    except: &Except,
     visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
 ) -> Result<Counts> {
     let mut counts = Counts::default();
@@ -65,6 +83,9 @@ pub async fn walk(
         let Some(sid) = layout::id_of(&l.name) else {
             continue;
         };
+        if except.snapshots.contains(&sid) {
+            continue;
+        }
         counts.snapshots += 1;
         match repo.read_snapshot(&sid).await {
             Ok(snap) => {
@@ -77,7 +98,7 @@ pub async fn walk(
             Err(e) => visit(Reached::Problem(e.to_string()))?,
         }
     }
-    walk_wal(repo, &mut counts, visit).await?;
+    walk_wal(repo, except, &mut counts, visit).await?;
     walk_points(repo, &mut counts, visit).await?;
     Ok(counts)
 }
@@ -223,11 +244,25 @@ async fn walk_list(
     Ok(leaves)
 }
 
+/// Walks only the WAL records, leaving out those `except` names.
+pub async fn walk_wal_records(
+    repo: &Repo,
+    except: &Except,
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<Counts> {
+    let mut counts = Counts::default();
+    walk_wal(repo, except, &mut counts, visit).await?;
+    Ok(counts)
+}
+
 async fn walk_wal(
     repo: &Repo,
+    except: &Except,
     counts: &mut Counts,
     visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
 ) -> Result<()> {
+    use futures_util::StreamExt;
+    let mut names: Vec<(u64, String)> = Vec::new();
     for l in repo.store().list(layout::WAL).await? {
         let Some((cluster, name)) = l
             .name
@@ -237,16 +272,31 @@ async fn walk_wal(
         else {
             continue;
         };
-        if crate::pg::walname::WalName::parse(name).is_err() {
+        if crate::pg::walname::WalName::parse(name).is_err() || except.wal.contains(&l.name) {
             continue;
         }
-        counts.wal_records += 1;
-        let obj = Object::Wal { cluster, name };
-        match repo
+        names.push((cluster, name.to_string()));
+    }
+    // Records are small and many: fetched several at a time, visited in
+    // name order.
+    let mut records = futures_util::stream::iter(names.iter().map(|(cluster, name)| async move {
+        let obj = Object::Wal {
+            cluster: *cluster,
+            name,
+        };
+        let r = repo
             .get_object(&obj)
             .await
-            .and_then(|p| WalRecord::decode(&p).map_err(|e| e.context(obj.describe())))
-        {
+            .and_then(|p| WalRecord::decode(&p).map_err(|e| e.context(obj.describe())));
+        (obj.describe(), r)
+    }))
+    .buffered(16);
+    let mut i = 0;
+    while let Some((what, r)) = records.next().await {
+        let (cluster, name) = (names[i].0, names[i].1.as_str());
+        i += 1;
+        counts.wal_records += 1;
+        match r {
             Ok(r) if r.name == name && r.system_identifier == cluster.to_string() => {
                 visit(Reached::Wal {
                     cluster,
@@ -255,10 +305,8 @@ async fn walk_wal(
                 })?
             }
             Ok(r) => visit(Reached::Problem(format!(
-                "{} names {:?} of cluster {}",
-                obj.describe(),
-                r.name,
-                r.system_identifier
+                "{what} names {:?} of cluster {}",
+                r.name, r.system_identifier
             )))?,
             Err(e) => visit(Reached::Problem(e.to_string()))?,
         }

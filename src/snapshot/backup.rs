@@ -91,6 +91,9 @@ pub struct BackupOptions {
     pub parent: Parent,
     pub tags: Vec<String>,
     pub rules: Arc<dyn Rules>,
+    /// The snapshot's time instead of now (restic's `backup --time`: for
+    /// importing old copies with their own dates).
+    pub time: Option<SystemTime>,
 }
 
 impl BackupOptions {
@@ -101,6 +104,7 @@ impl BackupOptions {
             parent: Parent::Auto,
             tags: Vec::new(),
             rules: Arc::new(PlainRules),
+            time: None,
         }
     }
 }
@@ -604,7 +608,7 @@ where
     Fut: std::future::Future<Output = Result<AfterWalk>>,
 {
     let started = Instant::now();
-    let start_time = SystemTime::now();
+    let start_time = opts.time.unwrap_or_else(SystemTime::now);
     let root_path =
         std::fs::canonicalize(&opts.path).map_err(|e| Error::io(opts.path.display(), e))?;
     let root_md = std::fs::metadata(&root_path).map_err(|e| Error::io(root_path.display(), e))?;

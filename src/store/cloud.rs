@@ -268,7 +268,15 @@ impl Backend for Cloud {
                     // Some backends omit sizes in listings.
                     size = self.size(&name).await?.unwrap_or(0);
                 }
-                out.push(Listed { name, size });
+                let modified = e
+                    .metadata()
+                    .last_modified()
+                    .map(std::time::SystemTime::from);
+                out.push(Listed {
+                    name,
+                    size,
+                    modified,
+                });
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)

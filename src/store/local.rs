@@ -260,6 +260,7 @@ impl Inner {
                     out.push(Listed {
                         name: full,
                         size: md.len(),
+                        modified: md.modified().ok(),
                     });
                 }
             }

@@ -41,12 +41,25 @@ pub enum PutMode {
     CreateOnly,
 }
 
-/// One listed object: its name relative to the repository root, and size.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One listed object: its name relative to the repository root, its size
+/// and, where the storage says, when it was last written (the storage's
+/// clock, not this machine's: prune ages unreferenced packs by it).
+#[derive(Debug, Clone, Default)]
 pub struct Listed {
     pub name: String,
     pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
 }
+
+/// Two listings of one object agree on its name and size; the time is
+/// the storage's to round.
+impl PartialEq for Listed {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.size == other.size
+    }
+}
+
+impl Eq for Listed {}
 
 /// The operations every storage backend offers.
 pub trait Backend: Send + Sync + fmt::Debug {

@@ -332,6 +332,7 @@ async fn store(
             .map(|(i, _)| (i, Err(Error::new(e.kind(), e.message().to_string()))))
             .collect();
     }
+    let pack_written = std::time::SystemTime::now();
     let place: std::collections::HashMap<Id, &crate::format::pack::PackEntry> =
         entries.iter().map(|e| (e.id, e)).collect();
     let mut out = Vec::new();
@@ -350,7 +351,20 @@ async fn store(
                 }
             })
             .collect();
-        let r = store_record(repo, cluster, &names[i], ids, s.size, content).await;
+        // Prune takes a pack no index or record names for abandoned once
+        // the storage says it is older than its grace period (an hour by
+        // default): a push that stalled that long between its pack and its
+        // record (a suspended machine) must not store the record.
+        let stalled = pack_written.elapsed().is_ok_and(|d| d > MAX_PACK_TO_RECORD);
+        let r = match stalled {
+            true => Err(Error::unavailable(format!(
+                "WAL file {}: more than {} passed between storing its pack and its record; \
+                 not archived (PostgreSQL retries it)",
+                names[i],
+                humantime::format_duration(MAX_PACK_TO_RECORD)
+            ))),
+            false => store_record(repo, cluster, &names[i], ids, s.size, content).await,
+        };
         out.push((
             i,
             r.map(|o| match o {
@@ -362,7 +376,50 @@ async fn store(
             }),
         ));
     }
-    out
+    confirm_pack(repo, cluster, names, &pack_name, out).await
+}
+
+/// The longest a push may take between storing its pack and storing a
+/// record that names it: well inside prune's grace period.
+const MAX_PACK_TO_RECORD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The records are stored: checks that their pack still is. Should a prune
+/// have taken it meanwhile, the records this push made are removed again
+/// and the files reported as not archived, so PostgreSQL pushes them anew.
+async fn confirm_pack(
+    repo: &Repo,
+    cluster: u64,
+    names: &[WalName],
+    pack_name: &str,
+    out: Vec<(usize, Result<PushOutcome>)>,
+) -> Vec<(usize, Result<PushOutcome>)> {
+    let made = |o: &Result<PushOutcome>| matches!(o, Ok(PushOutcome::Stored { .. }));
+    if !out.iter().any(|(_, o)| made(o)) {
+        return out;
+    }
+    let lost = match repo.store().size(pack_name).await {
+        Ok(Some(_)) => return out,
+        Ok(None) => Error::unavailable(format!(
+            "pack {pack_name} went while its WAL records were being stored (a prune \
+             took it for abandoned); not archived (PostgreSQL retries it)"
+        )),
+        Err(e) => e.context(format!(
+            "checking pack {pack_name} after storing its WAL records"
+        )),
+    };
+    let mut checked = Vec::new();
+    for (i, o) in out {
+        if made(&o) {
+            let _ = repo
+                .store()
+                .delete(&layout::wal(cluster, names[i].as_str()))
+                .await;
+            checked.push((i, Err(Error::new(lost.kind(), lost.message().to_string()))));
+        } else {
+            checked.push((i, o));
+        }
+    }
+    checked
 }
 
 /// Stores one file's record create-only and reads it back.

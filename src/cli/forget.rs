@@ -1,0 +1,187 @@
+//! `walden forget`: applies a retention policy to the snapshots, expires the
+//! WAL and restore points the kept backups no longer need, and with
+//! `--prune` gives back the space.
+
+use clap::Args;
+
+use walden::error::{Error, Result};
+use walden::maintenance::forget::GroupBy;
+use walden::maintenance::policy::{Count, Policy, Span};
+use walden::postgres::forget;
+
+use super::output::{print_json, short_time};
+use super::prune::PruneArgs;
+use super::settings::Settings;
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots of each group (and, for a cluster, every
+    /// moment from the oldest of them on)
+    #[arg(long, value_name = "N")]
+    keep_last: Option<Count>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<Count>,
+    /// The same per day
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<Count>,
+    /// The same per ISO week
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<Count>,
+    /// The same per month
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<Count>,
+    /// The same per year
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<Count>,
+    /// Keep every snapshot newer than this before the newest (e.g. 7d, 1y2m)
+    #[arg(long, value_name = "SPAN")]
+    keep_within: Option<Span>,
+    /// Keep the newest snapshot of each hour within this span of the newest
+    #[arg(long, value_name = "SPAN")]
+    keep_within_hourly: Option<Span>,
+    /// The same per day
+    #[arg(long, value_name = "SPAN")]
+    keep_within_daily: Option<Span>,
+    /// The same per week
+    #[arg(long, value_name = "SPAN")]
+    keep_within_weekly: Option<Span>,
+    /// The same per month
+    #[arg(long, value_name = "SPAN")]
+    keep_within_monthly: Option<Span>,
+    /// The same per year
+    #[arg(long, value_name = "SPAN")]
+    keep_within_yearly: Option<Span>,
+    /// Keep snapshots with these tags (comma-separated: all of them);
+    /// repeatable
+    #[arg(long, value_name = "TAGS")]
+    keep_tag: Vec<String>,
+    /// Keep every moment of the last DURATION restorable (e.g. 7d, 36h): the
+    /// newest backup that ended before it opens, and all WAL from there
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pitr_window: Option<std::time::Duration>,
+    /// Group directory snapshots by these fields (host, paths, tags;
+    /// comma-separated, '' for one group); PostgreSQL backups group by cluster
+    #[arg(long, default_value = "host,paths")]
+    group_by: String,
+    /// Decide and report; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Then prune: give back the space of what nothing reaches any more
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_args: PruneArgs,
+}
+
+impl ForgetArgs {
+    fn policy(&self) -> Policy {
+        Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            within_hourly: self.keep_within_hourly,
+            within_daily: self.keep_within_daily,
+            within_weekly: self.keep_within_weekly,
+            within_monthly: self.keep_within_monthly,
+            within_yearly: self.keep_within_yearly,
+            tags: self.keep_tag.clone(),
+        }
+    }
+}
+
+pub async fn run(s: &Settings, a: ForgetArgs) -> Result<i32> {
+    let policy = a.policy();
+    if policy.is_empty() && a.pitr_window.is_none() {
+        return Err(Error::invalid(
+            "forget needs a policy: at least one --keep-* rule or --pitr-window \
+             (forgetting every snapshot is never what a retention policy is for)",
+        ));
+    }
+    let policy = if policy.is_empty() {
+        // A window alone: the newest backup of each group anchors it.
+        Policy {
+            last: Some(Count::N(1)),
+            ..policy
+        }
+    } else {
+        policy
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let o = forget::Options {
+        policy,
+        group_by: GroupBy::parse(&a.group_by)?,
+        pitr_window: a.pitr_window,
+        dry_run: a.dry_run,
+        now,
+    };
+    let repo = walden::repo::Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
+    let prune = a.prune.then(|| a.prune_args.options(s, a.dry_run));
+    let (report, pruned) = forget::run(&repo, &o, prune).await?;
+    if s.json {
+        let mut v = serde_json::to_value(&report).expect("serializes");
+        if let Some(p) = &pruned {
+            v["prune"] = serde_json::to_value(p).expect("serializes");
+        }
+        print_json(&v);
+        return Ok(0);
+    }
+    print_report(&report);
+    if let Some(p) = &pruned {
+        super::prune::print_report(s, p);
+    }
+    Ok(0)
+}
+
+fn print_report(r: &forget::Report) {
+    let would = if r.dry_run { "would " } else { "" };
+    let mut group = None;
+    for d in &r.snapshots {
+        if group.as_ref() != Some(&d.group) {
+            println!("{}:", d.group);
+            group = Some(d.group.clone());
+        }
+        println!(
+            "  {} {:<8} {:<20} {}",
+            if d.keep { "keep  " } else { "remove" },
+            d.id.short(),
+            short_time(&d.time),
+            d.reasons.join(", ")
+        );
+    }
+    for w in &r.wal {
+        let kept = match &w.keep_from {
+            Some(f) => format!("WAL from {f} on"),
+            None => "all WAL".into(),
+        };
+        let standalone = match w.standalone.len() {
+            0 => String::new(),
+            n => format!(" and the WAL of {n} older backup(s) kept as single moments"),
+        };
+        let removed = match w.remove_wal.len() {
+            0 => format!("{would}remove no WAL"),
+            n => format!("{would}remove {n} WAL file(s)"),
+        };
+        println!("cluster {}: keeps {kept}{standalone}; {removed}", w.cluster);
+        for (first, last, n) in &w.remove_ranges {
+            match n {
+                1 => println!("  {would}remove WAL {first}"),
+                _ => println!("  {would}remove WAL {first} … {last} ({n} files)"),
+            }
+        }
+        for (_, name, lsn) in &w.remove_points {
+            println!("  {would}remove restore point {name} ({lsn})");
+        }
+    }
+    println!(
+        "{would}remove {} snapshot(s), {} WAL file(s), {} restore point(s)",
+        r.removed_snapshots, r.removed_wal, r.removed_points
+    );
+}
