@@ -7,7 +7,7 @@
 //!
 //! | layer | modules | knows nothing of |
 //! |---|---|---|
-//! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`] | files, the network, tokio |
+//! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`], [`schedule`] (the timed jobs, their timers and crontab), [`config`] (the config file's keys and types; reading the file is its only I/O) | files, the network, tokio |
 //! | adapters | [`store`] (OpenDAL and the local disk), [`catalog`] (SQLite), [`atomic_file`] | what objects mean, PostgreSQL |
 //! | repository | [`repo`]: open, keys, sealed objects, the write session, locks, the live set | the command line, PostgreSQL |
 //! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify) | PostgreSQL |
@@ -22,6 +22,9 @@ pub mod format;
 pub mod id;
 pub mod pg;
 pub mod seal;
+
+pub mod config;
+pub mod schedule;
 
 pub mod atomic_file;
 pub mod catalog;
