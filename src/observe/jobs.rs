@@ -93,7 +93,11 @@ impl Coverage {
                 stored_bytes: report.stored_bytes,
             };
         }
-        let before = previous.map_or(0, |c| c.cycle_bytes);
+        // A run without a cursor starts at the first pack: a new cycle,
+        // also after a run that read everything.
+        let before = previous
+            .filter(|c| c.cursor.is_some())
+            .map_or(0, |c| c.cycle_bytes);
         Coverage {
             cursor: read
                 .last
@@ -240,6 +244,12 @@ mod tests {
         let c3 = Coverage::after_run(Some(&c2), &report(500, true, 100, false));
         assert_eq!(c3.ratio(), 0.1);
         let all = Coverage::after_run(Some(&c3), &report(1000, false, 0, true));
-        assert_eq!((all.ratio(), all.cursor), (1.0, None));
+        assert_eq!((all.ratio(), all.cursor.clone()), (1.0, None));
+        let next = Coverage::after_run(Some(&all), &report(200, false, 0, false));
+        assert_eq!(
+            next.ratio(),
+            0.2,
+            "a subset after a whole read starts a cycle"
+        );
     }
 }
