@@ -325,6 +325,61 @@ fn the_exposition_escapes_what_prometheus_client_unescapes() {
     assert!(m["walden_test"].samples[0].1.is_nan());
 }
 
+/// The example alerting rules are a rule file Prometheus loads, printed
+/// without a repository.
+#[test]
+fn alert_rules_are_a_rule_file_promtool_accepts() {
+    let e = Env::new();
+    let o = e
+        .command("correct horse", &["metrics", "--alert-rules"])
+        .env_remove("WALDEN_REPO")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rules = stdout(&o);
+    for alert in [
+        "WaldenWalArchiveLag",
+        "WaldenBackupTooOld",
+        "WaldenRestorableWindowShort",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    for name in SERIES {
+        if name.contains("wal_last") || name.contains("backup_last_success") {
+            assert!(rules.contains(name), "{name}");
+        }
+    }
+    let promtool = Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        eprintln!(
+            "SKIPPED promtool check rules: {} is not installed",
+            promtool.display()
+        );
+        return;
+    }
+    let file = e.path("walden.rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let o = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("SUCCESS: 3 rules found"),
+        "{}",
+        stdout(&o)
+    );
+    // The same check refuses a broken rule.
+    std::fs::write(&file, rules.replace("> 15 * 60", "> > 15")).unwrap();
+    let o = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a broken rule passed");
+}
+
 // ---------------------------------------------------------------------
 // The config file.
 
@@ -1060,4 +1115,85 @@ fn check_names_the_archive_going_elsewhere_and_archive_mode_off() {
     );
     assert_eq!(item("archive")["status"], "skipped");
     drop(cluster);
+}
+
+#[test]
+fn check_reports_archiver_failures_from_pg_stat_archiver() {
+    let (tmp, archive) = Archive::in_temp_dir();
+    // archive_command fails until the gate file exists.
+    let gate = tmp.path().join("gate");
+    let cluster = Cluster::start(
+        tmp.path(),
+        &format!(
+            "wal_level = replica\narchive_mode = on\narchive_command = 'test -e {} && {} --config {} wal-push %p'",
+            gate.display(),
+            env!("CARGO_BIN_EXE_walden"),
+            archive.config.display()
+        ),
+    );
+    add_postgres_settings(&archive, &cluster);
+    cluster.psql("create table t (i int); select pg_switch_wal()");
+    common::archive::wait_for("a failed archive attempt", &cluster, || {
+        cluster.psql("select failed_count from pg_stat_archiver") != "0"
+    });
+
+    // Failing now: the round trip times out quoting the archiver, and the
+    // archiver item names the failing segment.
+    let o = archive.walden(&["--json", "check", "--archive-timeout", "2"]);
+    assert_eq!(code(&o), 5, "{}\n{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let item = |r: &serde_json::Value, name: &str| {
+        r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no item {name}: {r:#}"))
+            .clone()
+    };
+    let failed_wal = cluster.psql("select last_failed_wal from pg_stat_archiver");
+    let round_trip = item(&report, "archive");
+    assert_eq!(round_trip["status"], "failed", "{report:#}");
+    let detail = round_trip["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("did not reach this repository")
+            && detail.contains("within 2s")
+            && detail.contains("PostgreSQL's archiver has failed"),
+        "{detail}"
+    );
+    let archiver = item(&report, "archiver");
+    assert_eq!(archiver["status"], "failed", "{report:#}");
+    let detail = archiver["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("archiving is failing") && detail.contains(&failed_wal),
+        "{detail}"
+    );
+    assert!(
+        archiver["fix"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL's log"),
+        "{archiver:#}"
+    );
+    assert!(
+        stderr(&o).contains("check failed: archive"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Archiving works again: the check passes, with the recent failures
+    // as a warning.
+    std::fs::write(&gate, "").unwrap();
+    let o = archive.walden(&["check", "--archive-timeout", "60"]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("warning  archiver "))
+        .unwrap_or_else(|| panic!("no archiver warning:\n{out}"));
+    assert!(
+        line.contains("failure(s)") && line.contains("with success since"),
+        "{line}"
+    );
+    assert!(out.contains("check passed with 1 warning(s)"), "{out}");
 }

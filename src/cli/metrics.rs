@@ -1,8 +1,9 @@
 //! `walden metrics [--out FILE]`: the Prometheus text exposition of the
 //! repository's state (backups, WAL, restorable window, stored bytes, and
 //! the last verify, drill and sync), on standard output or written
-//! atomically to FILE for node_exporter's textfile collector. Gathering is
-//! `observe::status`'s and lists nothing in the repository.
+//! atomically to FILE for node_exporter's textfile collector; or, with
+//! `--alert-rules`, example Prometheus alerting rules on those series.
+//! Gathering is `observe::status`'s and lists nothing in the repository.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,16 @@ pub struct MetricsArgs {
     /// Write to FILE (replaced atomically) instead of standard output
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Print example Prometheus alerting rules on these series (archive
+    /// lag, backup age, a restorable window shorter than promised) instead
+    #[arg(long, conflicts_with = "out")]
+    pub alert_rules: bool,
+}
+
+/// `metrics --alert-rules`: needs no repository.
+pub fn print_alert_rules() -> Result<i32> {
+    print!("{}", walden::observe::metrics::ALERT_RULES);
+    Ok(0)
 }
 
 /// The exposition text of the repository `s` names.
