@@ -867,6 +867,16 @@ fn schedule_writes_units_systemd_accepts_and_a_crontab() {
         assert!(!o.status.success(), "a broken unit passed: {}", stderr(&o));
     }
 
+    // A job whose command this walden lacks is named in a warning; one it
+    // has is not.
+    let o = e.run(&["--config", c, "schedule", "--cron"]);
+    let warned = stderr(&o);
+    assert!(
+        warned.contains("the drill job runs `walden drill`, which this walden does not have"),
+        "{warned}"
+    );
+    assert!(!warned.contains("the verify job"), "{warned}");
+
     // The crontab runs the same jobs as the same users.
     let tab = e.ok(&["--config", c, "schedule", "--cron"]);
     let lines: Vec<&str> = tab

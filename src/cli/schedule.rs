@@ -125,8 +125,27 @@ fn stale_units(dir: &Path, units: &[UnitFile]) -> Vec<String> {
     stale
 }
 
+/// Warns about each scheduled job whose command this binary does not have
+/// (yet): its timer would fail at every run.
+fn warn_missing_commands(t: &Timetable) -> Result<()> {
+    let cli = <super::Cli as clap::CommandFactory>::command();
+    for (job, _) in t.jobs() {
+        // walden --config FILE COMMAND …
+        let argv = t.command_line(job)?;
+        let command = argv.get(3).map(String::as_str).unwrap_or_default();
+        if cli.find_subcommand(command).is_none() {
+            eprintln!(
+                "walden: warning: the {job} job runs `walden {command}`, which this walden \
+                 does not have: it will fail until it does; set {job} = \"off\" in [schedule]"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(g: &Global, a: ScheduleArgs) -> Result<i32> {
     let t = timetable(g, &a)?;
+    warn_missing_commands(&t)?;
     let Some(dir) = &a.systemd else {
         print!("{}", t.crontab()?);
         return Ok(0);
