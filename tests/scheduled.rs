@@ -373,6 +373,20 @@ fn alert_rules_are_a_rule_file_promtool_accepts() {
         "{}",
         stdout(&o)
     );
+    // The window promised is the config file's pitr_window.
+    let cfg = e.path("walden.toml");
+    std::fs::write(&cfg, "[retention]\npitr_window = \"14d\"\n").unwrap();
+    let promised = e.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "metrics",
+        "--alert-rules",
+    ]);
+    assert!(rules.contains(") < 604800\n"), "7 days without a config");
+    assert!(
+        promised.contains(") < 1209600\n") && promised.contains("the promised 14days"),
+        "{promised}"
+    );
     // The same check refuses a broken rule.
     std::fs::write(&file, rules.replace("> 15 * 60", "> > 15")).unwrap();
     let o = Command::new(promtool)

@@ -13,22 +13,26 @@ use walden::error::{Error, Result};
 use walden::observe::jobs::JobLog;
 use walden::repo::Repo;
 
-use super::settings::Settings;
+use super::settings::{Global, Settings};
 
 #[derive(Args)]
 pub struct MetricsArgs {
     /// Write to FILE (replaced atomically) instead of standard output
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Print example Prometheus alerting rules on these series (archive
-    /// lag, backup age, a restorable window shorter than promised) instead
+    /// Print example Prometheus alerting rules on these series instead:
+    /// archive lag, backup age, and a restorable window shorter than
+    /// retention.pitr_window (7 days without one)
     #[arg(long, conflicts_with = "out")]
     pub alert_rules: bool,
 }
 
-/// `metrics --alert-rules`: needs no repository.
-pub fn print_alert_rules() -> Result<i32> {
-    print!("{}", walden::observe::metrics::ALERT_RULES);
+/// `metrics --alert-rules`: needs no repository; the window promised is
+/// the config file's `retention.pitr_window`, when there is one.
+pub fn print_alert_rules(g: &Global) -> Result<i32> {
+    let config = super::settings::load_config(g)?;
+    let promise = config.retention.and_then(|r| r.pitr_window);
+    print!("{}", walden::observe::metrics::alert_rules(promise));
     Ok(0)
 }
 

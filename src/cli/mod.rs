@@ -212,7 +212,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Config(c) => return config::run(&cli.global, c),
         Command::Completions(a) => return completions::run(a),
         Command::Man => return man::run(),
-        Command::Metrics(a) if a.alert_rules => return metrics::print_alert_rules(),
+        Command::Metrics(a) if a.alert_rules => return metrics::print_alert_rules(&cli.global),
         _ => {}
     }
     let s = settings::settings(&cli.global)?;

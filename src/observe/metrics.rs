@@ -28,7 +28,7 @@
 //!
 //! A series that has never had a value (no backup yet, no verify yet) is
 //! left out rather than written as 0, so that an alert on its age does not
-//! fire on a date in 1970; [`ALERT_RULES`] explains how to catch its absence.
+//! fire on a date in 1970; [`alert_rules`] explains how to catch its absence.
 
 use crate::error::{Error, Result};
 
@@ -107,9 +107,10 @@ pub const SERIES: [Series; 10] = [
 ];
 
 /// Example Prometheus alerting rules on walden's series (a rule file for
-/// `rule_files:`; `promtool check rules` accepts it). The thresholds are
-/// starting points: the retention promise in the third rule is an example
-/// of 7 days and must be set to the one made.
+/// `rule_files:`; `promtool check rules` accepts it): archive lag, backup
+/// age, and a restorable window shorter than `promise` (the retention
+/// promised, e.g. the config file's `retention.pitr_window`; an example of
+/// 7 days without one). The thresholds are starting points.
 ///
 /// The age alerts compare with `time()`, so the metrics file must be
 /// rewritten at least as often as the shortest threshold (15 minutes):
@@ -120,7 +121,20 @@ pub const SERIES: [Series; 10] = [
 /// quiet nights. A series that is absent (never written) fires nothing:
 /// add `absent(...)` rules, or alert on node_exporter's
 /// `node_textfile_mtime_seconds`, to catch a host that stopped reporting.
-pub const ALERT_RULES: &str = r#"groups:
+pub fn alert_rules(promise: Option<std::time::Duration>) -> String {
+    let promise = promise.unwrap_or(std::time::Duration::from_secs(7 * 86400));
+    ALERT_RULES
+        .replace("{PROMISE_SECS}", &promise.as_secs().max(1).to_string())
+        .replace(
+            "{PROMISE}",
+            &humantime::format_duration(std::time::Duration::from_secs(promise.as_secs()))
+                .to_string(),
+        )
+}
+
+/// The rules [`alert_rules`] writes, with `{PROMISE_SECS}` and `{PROMISE}`
+/// for the window promised.
+const ALERT_RULES: &str = r#"groups:
   - name: walden
     rules:
       # WAL is the part of a backup that changes every minute: a lag here is
@@ -146,15 +160,16 @@ pub const ALERT_RULES: &str = r#"groups:
           description: "The newest successful base backup ended {{ $value | humanizeDuration }} ago. Check the walden-backup timer and its journal."
 
       # The window a restore can reach must cover the retention promised.
-      # Replace 7 * 86400 (7 days) with that promise. It fires, as it should,
+      # {PROMISE} is the promise ([retention] pitr_window in walden's config
+      # file, else an example of 7 days: set yours). It fires, as it should,
       # until a new installation has been running for that long.
       - alert: WaldenRestorableWindowShort
-        expr: (max by (instance, cluster) (walden_restorable_window_end_timestamp_seconds) - max by (instance, cluster) (walden_restorable_window_start_timestamp_seconds)) < 7 * 86400
+        expr: (max by (instance, cluster) (walden_restorable_window_end_timestamp_seconds) - max by (instance, cluster) (walden_restorable_window_start_timestamp_seconds)) < {PROMISE_SECS}
         for: 1h
         labels:
           severity: warning
         annotations:
-          summary: "Cluster {{ $labels.cluster }} on {{ $labels.instance }} can be restored over less than the promised 7 days"
+          summary: "Cluster {{ $labels.cluster }} on {{ $labels.instance }} can be restored over less than the promised {PROMISE}"
           description: "The restorable window is {{ $value | humanizeDuration }} long. Check retention (forget) settings and that no WAL is missing."
 "#;
 
@@ -567,6 +582,16 @@ mod tests {
             e.gauge(BACKUP_LAST_SUCCESS.name, BACKUP_LAST_SUCCESS.help)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn alert_rules_carry_the_promise() {
+        let week = alert_rules(None);
+        assert!(week.contains(") < 604800\n"), "{week}");
+        assert!(week.contains("the promised 7days\""), "{week}");
+        let r = alert_rules(Some(std::time::Duration::from_secs(36 * 3600)));
+        assert!(r.contains(") < 129600\n") && r.contains("the promised 1day 12h\""));
+        assert!(!r.contains("{PROMISE"));
     }
 
     #[test]
