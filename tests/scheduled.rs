@@ -1224,3 +1224,50 @@ fn check_reports_archiver_failures_from_pg_stat_archiver() {
     );
     assert!(out.contains("check passed with 1 warning(s)"), "{out}");
 }
+
+/// Every item is reported even when the first fails; the exit code is the
+/// first failure's: a wrong password (3) before an unreachable server (5).
+#[test]
+fn check_exits_with_the_first_failure_and_reports_the_rest() {
+    let e = Env::new();
+    e.init();
+    let nowhere = e.path("no server here");
+    std::fs::create_dir_all(&nowhere).unwrap();
+    let args = [
+        "--json",
+        "check",
+        "--pg-host",
+        nowhere.to_str().unwrap(),
+        "--pg-port",
+        "1",
+    ];
+    let o = e.cmd_pw("wrong horse", &args);
+    assert_eq!(code(&o), 3, "{}\n{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let items = report["items"].as_array().unwrap();
+    assert_eq!(items[0]["name"], "repository");
+    assert_eq!(items[0]["status"], "failed");
+    assert!(
+        items[0]["fix"].as_str().unwrap().contains("password"),
+        "{report:#}"
+    );
+    assert_eq!(items[1]["name"], "postgres");
+    assert_eq!(items[1]["status"], "failed");
+    assert!(
+        items[2..].iter().all(|i| i["status"] == "skipped"),
+        "{report:#}"
+    );
+    assert!(
+        stderr(&o).contains("check failed: repository"),
+        "{}",
+        stderr(&o)
+    );
+    // With the right password, the server is the first failure.
+    let o = e.run(&args);
+    assert_eq!(code(&o), 5, "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("check failed: postgres"),
+        "{}",
+        stderr(&o)
+    );
+}
