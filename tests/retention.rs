@@ -519,3 +519,32 @@ fn archiving_never_waits_for_forget_and_prune() {
         "verify",
     );
 }
+
+#[test]
+fn the_config_files_retention_drives_forget_and_the_forget_after_backup() {
+    let e = Env::new();
+    e.init();
+    let dir = e.path("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let cfg = e.path("walden.toml");
+    let c = cfg.to_str().unwrap();
+    let count = || e.json(&["snapshots"]).as_array().unwrap().len();
+    std::fs::write(&cfg, "[retention]\nkeep_last = 2\n").unwrap();
+    for i in 0..3u64 {
+        std::fs::write(dir.join("f"), common::tree::noise(i, 10_000)).unwrap();
+        e.ok(&["--config", c, "backup", d]);
+    }
+    assert_eq!(count(), 3, "a backup alone forgets nothing");
+    // No flag: the file's policy.
+    e.ok(&["--config", c, "forget"]);
+    assert_eq!(count(), 2);
+    // after_backup: every backup applies it.
+    std::fs::write(&cfg, "[retention]\nkeep_last = 1\nafter_backup = true\n").unwrap();
+    e.ok(&["--config", c, "backup", d]);
+    assert_eq!(count(), 1);
+    // --forget without a policy anywhere is refused before backing up.
+    let o = e.run(&["backup", "--forget", d]);
+    refused(&o, 2, "[retention]");
+    assert_eq!(count(), 1);
+}

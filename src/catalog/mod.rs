@@ -384,6 +384,18 @@ impl Catalog {
         rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
     }
 
+    /// Every cluster (system identifier) the catalog knows archived WAL of.
+    pub fn wal_clusters(&self) -> Result<Vec<u64>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT DISTINCT cluster FROM wal ORDER BY cluster")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, i64>(0).map(|n| n as u64))
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<u64>>>().map_err(db)
+    }
+
     /// Records WAL names of `cluster` added to and removed from the
     /// repository.
     pub fn update_wal(&self, cluster: u64, added: &[String], removed: &[String]) -> Result<()> {

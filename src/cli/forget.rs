@@ -94,50 +94,112 @@ impl ForgetArgs {
     }
 }
 
-pub async fn run(s: &Settings, a: ForgetArgs) -> Result<i32> {
-    let policy = a.policy();
-    if policy.is_empty() && a.pitr_window.is_none() {
+/// The policy of the flags, or when none is given the config file's
+/// `[retention]`; with neither, an error (forgetting every snapshot is
+/// never what a retention policy is for).
+pub fn options(s: &Settings, a: &ForgetArgs) -> Result<forget::Options> {
+    resolve(s, a.policy(), a.pitr_window, a.group_by.clone(), a.dry_run)
+}
+
+/// The config file's `[retention]` alone (`backup --forget`).
+pub fn config_options(s: &Settings) -> Result<forget::Options> {
+    resolve(s, Policy::default(), None, "host,paths".into(), false)
+}
+
+fn resolve(
+    s: &Settings,
+    mut policy: Policy,
+    mut window: Option<std::time::Duration>,
+    mut group_by: String,
+    dry_run: bool,
+) -> Result<forget::Options> {
+    if policy.is_empty()
+        && window.is_none()
+        && let Some(r) = &s.config.retention
+    {
+        (policy, window) = from_config(r);
+        let named: Vec<&str> = r
+            .group_by
+            .iter()
+            .map(|g| g.name())
+            .filter(|n| *n != "cluster")
+            .collect();
+        if !r.group_by.is_empty() {
+            group_by = named.join(",");
+        }
+    }
+    if policy.is_empty() && window.is_none() {
         return Err(Error::invalid(
-            "forget needs a policy: at least one --keep-* rule or --pitr-window \
-             (forgetting every snapshot is never what a retention policy is for)",
+            "forget needs a policy: at least one --keep-* rule or --pitr-window, or a \
+             [retention] table in the config file (forgetting every snapshot is never what a \
+             retention policy is for)",
         ));
     }
-    let policy = if policy.is_empty() {
+    if policy.is_empty() {
         // A window alone: the newest backup of each group anchors it.
-        Policy {
-            last: Some(Count::N(1)),
-            ..policy
-        }
-    } else {
-        policy
-    };
+        policy.last = Some(Count::N(1));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let o = forget::Options {
+    Ok(forget::Options {
         policy,
-        group_by: GroupBy::parse(&a.group_by)?,
-        pitr_window: a.pitr_window,
-        dry_run: a.dry_run,
+        group_by: GroupBy::parse(&group_by)?,
+        pitr_window: window,
+        dry_run,
         now,
+    })
+}
+
+/// The config file's `[retention]` as a policy. Its `keep_within` is a
+/// duration (`7d`, `36h`), counted in whole hours.
+fn from_config(r: &walden::config::Retention) -> (Policy, Option<std::time::Duration>) {
+    let n = |v: Option<u32>| v.map(Count::N);
+    let policy = Policy {
+        last: n(r.keep_last),
+        hourly: n(r.keep_hourly),
+        daily: n(r.keep_daily),
+        weekly: n(r.keep_weekly),
+        monthly: n(r.keep_monthly),
+        yearly: n(r.keep_yearly),
+        within: r.keep_within.map(|d| Span {
+            hours: d.as_secs().div_ceil(3600).min(u32::MAX as u64) as u32,
+            ..Span::default()
+        }),
+        tags: r.keep_tag.clone(),
+        ..Policy::default()
     };
+    (policy, r.pitr_window)
+}
+
+pub async fn run(s: &Settings, a: ForgetArgs) -> Result<i32> {
+    let o = options(s, &a)?;
     let repo = walden::repo::Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
     let prune = a.prune.then(|| a.prune_args.options(s, a.dry_run));
     let (report, pruned) = forget::run(&repo, &o, prune).await?;
+    print(s, &report, pruned.as_ref());
+    Ok(0)
+}
+
+/// Prints what a forget (and its prune) did.
+pub fn print(
+    s: &Settings,
+    report: &forget::Report,
+    pruned: Option<&walden::maintenance::prune::Report>,
+) {
     if s.json {
-        let mut v = serde_json::to_value(&report).expect("serializes");
+        let mut v = serde_json::to_value(report).expect("serializes");
         if let Some(p) = &pruned {
             v["prune"] = serde_json::to_value(p).expect("serializes");
         }
         print_json(&v);
-        return Ok(0);
+        return;
     }
-    print_report(&report);
-    if let Some(p) = &pruned {
+    print_report(report);
+    if let Some(p) = pruned {
         super::prune::print_report(s, p);
     }
-    Ok(0)
 }
 
 fn print_report(r: &forget::Report) {

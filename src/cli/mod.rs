@@ -10,15 +10,22 @@
 
 mod backup;
 mod catalog;
+mod check;
+mod completions;
+mod config;
 mod forget;
 mod info;
 mod init;
+mod job;
 mod key;
+mod man;
+mod metrics;
 mod output;
 mod prune;
 mod repair;
 mod restore;
 mod restore_point;
+mod schedule;
 mod settings;
 mod snapshots;
 mod unlock;
@@ -37,7 +44,7 @@ use settings::Global;
     version,
     about = "Point-in-time recovery for PostgreSQL: deduplicated, compressed, encrypted backups on disk, S3 or GCS"
 )]
-struct Cli {
+pub struct Cli {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
@@ -60,6 +67,7 @@ enum Command {
     /// Backups, WAL per timeline and the restorable window of each cluster
     Info,
     /// Check the repository's structure, and with --read-data every blob
+    /// (or with --read-data-subset N% the next share of them)
     Verify(verify::VerifyArgs),
     /// Apply a retention policy: remove snapshots, and the WAL and restore
     /// points the kept backups no longer need; with --prune, free the space
@@ -67,6 +75,22 @@ enum Command {
     /// Free the space of data that no snapshot, WAL file or restore point
     /// reaches
     Prune(prune::PruneCommand),
+    /// Check that the repository, PostgreSQL and WAL archiving into this
+    /// repository work, end to end
+    Check(check::CheckArgs),
+    /// Print the Prometheus metrics of the repository, or write them to a
+    /// file for node_exporter
+    Metrics(metrics::MetricsArgs),
+    /// Write systemd units (or print a crontab) for the config file's
+    /// [schedule]
+    Schedule(schedule::ScheduleArgs),
+    /// Check a config file and show the effective settings
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff)
+    Man,
     /// Manage the passwords that open the repository
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -190,6 +214,15 @@ async fn interrupted() -> i32 {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    // Commands that need no repository.
+    match cli.command {
+        Command::Schedule(a) => return schedule::run(&cli.global, a),
+        Command::Config(c) => return config::run(&cli.global, c),
+        Command::Completions(a) => return completions::run(a),
+        Command::Man => return man::run(),
+        Command::Metrics(a) if a.alert_rules => return metrics::print_alert_rules(&cli.global),
+        _ => {}
+    }
     let s = settings::settings(&cli.global)?;
     walden::repo::lock::set_shared_wait(cli.global.lock_wait);
     match cli.command {
@@ -202,6 +235,11 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Verify(a) => verify::run(&s, a).await,
         Command::Forget(a) => forget::run(&s, a).await,
         Command::Prune(a) => prune::run(&s, a).await,
+        Command::Check(a) => check::run(&s, a).await,
+        Command::Metrics(a) => metrics::run(&s, a).await,
+        Command::Schedule(_) | Command::Config(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("handled above")
+        }
         Command::Key(k) => key::run(&s, k).await,
         Command::Catalog(c) => catalog::run(&s, c).await,
         Command::WalPush(a) => wal::push(&s, a).await,

@@ -6,6 +6,18 @@ use serde_json::json;
 use walden::format::snapshot::Snapshot;
 use walden::id::Id;
 
+/// Writes `bytes` to standard output; a reader that went away (`| head`)
+/// is not an error.
+pub fn write_stdout(bytes: &[u8]) -> walden::error::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(walden::error::Error::io("standard output", e)),
+    }
+}
+
 pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
 }

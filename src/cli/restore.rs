@@ -56,6 +56,7 @@ pub async fn run(s: &Settings, a: RestoreArgs) -> Result<i32> {
     }
     let opts = RestoreOptions {
         overwrite: a.overwrite,
+        progress: s.progress("restore"),
         ..RestoreOptions::new(a.to.clone())
     };
     let spec = a.snapshot.as_deref().unwrap_or("latest");
@@ -300,6 +301,7 @@ fn recovery_request(
         owner: a.owner.as_deref().map(owner).transpose()?,
         restore_command,
         lock,
+        progress: s.progress("restore"),
     })
 }
 

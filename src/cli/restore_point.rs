@@ -19,7 +19,8 @@ pub struct RestorePointArgs {
 
 pub async fn run(s: &Settings, a: RestorePointArgs) -> Result<i32> {
     let repo = s.open().await?;
-    let point = walden::postgres::points::create(&repo, &a.pg.connect(), &a.name).await?;
+    let point =
+        walden::postgres::points::create(&repo, &a.pg.connect(&s.config.postgres), &a.name).await?;
     if s.json {
         print_json(&serde_json::to_value(&point).expect("serializes"));
     } else {

@@ -1,14 +1,14 @@
 //! Where a command's settings come from: the global flags, then the
-//! environment, then the `--config` file. Resolves the repository, the
-//! password (never from the command line), and the cache directory, which
-//! falls back to a temporary one with a warning when the usual one cannot
-//! be written.
+//! environment, then the `--config` file (read and checked by
+//! `walden::config`). Resolves the repository, the password (never from
+//! the command line), and the cache directory, which falls back to a
+//! temporary one with a warning when the usual one cannot be written.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde::Deserialize;
 
+use walden::config::Config;
 use walden::error::{Error, Result};
 use walden::repo::Repo;
 use walden::store::Store;
@@ -18,7 +18,8 @@ pub struct Global {
     /// Repository: a path, s3://bucket/prefix or gs://bucket/prefix
     #[arg(long, global = true, env = "WALDEN_REPO")]
     pub repo: Option<String>,
-    /// TOML config file with repo, password_file and cache_dir
+    /// TOML config file: repo, password_file, cache_dir, [postgres],
+    /// [retention], [[offsite]], [verify], [schedule], [hooks], [metrics]
     #[arg(long, global = true, env = "WALDEN_CONFIG")]
     pub config: Option<PathBuf>,
     /// File whose first line is the repository password
@@ -38,15 +39,9 @@ pub struct Global {
     #[arg(long, global = true, env = "WALDEN_LOCK_WAIT", default_value = "30m",
           value_parser = humantime::parse_duration)]
     pub lock_wait: std::time::Duration,
-}
-
-/// The `--config` file.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    repo: Option<String>,
-    password_file: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
+    /// No progress display on standard error
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 pub struct Settings {
@@ -59,36 +54,19 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub json: bool,
     pub global: Global,
+    /// The config file's settings (defaults without one).
+    pub config: Config,
 }
 
-/// The line of byte offset `at` in `text`, 1-based.
-fn line_of(text: &str, at: usize) -> usize {
-    text[..at.min(text.len())].matches('\n').count() + 1
+/// The `--config` file, checked; the defaults without one.
+pub fn load_config(g: &Global) -> Result<Config> {
+    match &g.config {
+        Some(p) => walden::config::load(p),
+        None => Ok(Config::default()),
+    }
 }
 
-fn read_config(path: &Path) -> Result<ConfigFile> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::io(format!("config file {}", path.display()), e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::invalid(format!(
-            "config file {}: not UTF-8 text (bad byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| format!(" line {}:", line_of(&text, s.start)))
-            .unwrap_or_default();
-        // toml's own message spans several lines with a source excerpt;
-        // one line is what cron mail and PostgreSQL's log can show.
-        let msg = e.message().replace('\n', " ");
-        Error::invalid(format!("config file {}:{line} {msg}", path.display()))
-    })
-}
-
-fn default_cache() -> PathBuf {
+pub fn default_cache() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("walden");
     }
@@ -99,13 +77,14 @@ fn default_cache() -> PathBuf {
 }
 
 pub fn settings(g: &Global) -> Result<Settings> {
-    let file = match &g.config {
-        Some(p) => read_config(p)?,
-        None => ConfigFile::default(),
-    };
+    settings_from(g, load_config(g)?)
+}
+
+/// The settings from the flags over `file`, the config already read.
+pub fn settings_from(g: &Global, file: Config) -> Result<Settings> {
     let repo_from_config = g.repo.is_none() && file.repo.is_some();
     let password_file_from_config = g.password_file.is_none() && file.password_file.is_some();
-    let repo = g.repo.clone().or(file.repo).ok_or_else(|| {
+    let repo = g.repo.clone().or(file.repo.clone()).ok_or_else(|| {
         Error::invalid(
             "no repository given: pass --repo, set WALDEN_REPO, or name one in the --config file",
         )
@@ -114,14 +93,15 @@ pub fn settings(g: &Global) -> Result<Settings> {
         repo,
         repo_from_config,
         password_file_from_config,
-        password_file: g.password_file.clone().or(file.password_file),
+        password_file: g.password_file.clone().or(file.password_file.clone()),
         cache_dir: g
             .cache_dir
             .clone()
-            .or(file.cache_dir)
+            .or(file.cache_dir.clone())
             .unwrap_or_else(default_cache),
         json: g.json,
         global: g.clone(),
+        config: file,
     })
 }
 
@@ -175,6 +155,19 @@ impl Settings {
     /// Opens the repository and brings its catalog up to date.
     pub async fn open(&self) -> Result<Repo> {
         Repo::open(self.store()?, &self.password()?, &self.cache_dir).await
+    }
+
+    /// How progress is shown on standard error: a bar on a terminal,
+    /// log lines with `-v` elsewhere, nothing with `--quiet`.
+    pub fn progress(&self, what: &str) -> walden::observe::progress::Progress {
+        use std::io::IsTerminal;
+        use walden::observe::progress::{Display, Progress};
+        let how = Display::choose(
+            self.global.quiet,
+            self.global.verbose,
+            std::io::stderr().is_terminal(),
+        );
+        Progress::new(how, what)
     }
 }
 

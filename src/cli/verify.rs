@@ -1,11 +1,16 @@
-//! `walden verify`: checks the repository and names every problem found.
+//! `walden verify`: checks the repository and names every problem found;
+//! with `--read-data-subset`, reads back the next share of the packs after
+//! where the last such run stopped. A scheduled job (`job`): a success is
+//! recorded with how far the reading has come in its cycle.
 
 use clap::Args;
 
 use walden::error::{Error, Result};
-use walden::maintenance::verify;
+use walden::maintenance::verify::{self, ReadData};
+use walden::observe::jobs::{Coverage, JobLog, Success};
 
-use super::output::print_json;
+use super::job::{self, Job, JobArgs};
+use super::output::{human_bytes, print_json};
 use super::settings::Settings;
 
 #[derive(Args)]
@@ -13,18 +18,54 @@ pub struct VerifyArgs {
     /// Also download every pack and decrypt and check every blob
     #[arg(long)]
     read_data: bool,
+    /// Read back N% of the stored bytes (e.g. 5%): the packs after those
+    /// the last subset run read, going round the repository run after run
+    /// (the scheduled job passes verify.read_data_subset, at most
+    /// verify.read_data_budget bytes)
+    #[arg(long, value_name = "N%", conflicts_with = "read_data", value_parser = parse_subset)]
+    read_data_subset: Option<f64>,
     /// Do not lock the repository (for read-only storage)
     #[arg(long)]
     no_lock: bool,
+    #[command(flatten)]
+    job: JobArgs,
 }
 
-pub async fn run(s: &Settings, a: VerifyArgs) -> Result<i32> {
+fn parse_subset(s: &str) -> std::result::Result<f64, String> {
+    walden::config::parse_percent(s)
+}
+
+pub async fn run(s: &Settings, mut a: VerifyArgs) -> Result<i32> {
+    let job = Job::start("verify", std::mem::take(&mut a.job));
+    let result = check(s, a, &job).await;
+    job::finish(s, job, result).await
+}
+
+async fn check(s: &Settings, a: VerifyArgs, job: &Job) -> Result<i32> {
     let repo = walden::repo::Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
+    let log = JobLog::new(&s.cache_dir, &repo.id());
+    let previous = log
+        .last("verify", None)
+        .unwrap_or_else(|e| {
+            eprintln!("walden: warning: {e}; the subset starts at the first pack");
+            None
+        })
+        .and_then(|v| v.coverage);
+    let read_data = match (a.read_data, a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(percent)) => ReadData::Subset {
+            percent,
+            budget: s.config.verify.read_data_budget,
+            after: previous.as_ref().and_then(Coverage::after),
+        },
+        (false, None) => ReadData::Nothing,
+    };
     let report = verify::run(
         &repo,
         verify::Options {
-            read_data: a.read_data,
+            read_data,
             lock: !a.no_lock,
+            progress: s.progress("verify"),
         },
     )
     .await?;
@@ -42,10 +83,16 @@ pub async fn run(s: &Settings, a: VerifyArgs) -> Result<i32> {
             report.index_files,
             report.packs,
             report.trees,
-            if a.read_data {
-                format!(", {} blobs read", report.blobs_read)
-            } else {
+            if read_data == ReadData::Nothing {
                 String::new()
+            } else {
+                format!(
+                    ", {} blobs read in {} packs ({} of {})",
+                    report.blobs_read,
+                    report.read.packs,
+                    human_bytes(report.read.bytes),
+                    human_bytes(report.stored_bytes)
+                )
             },
             report.unindexed_packs
         );
@@ -56,8 +103,23 @@ pub async fn run(s: &Settings, a: VerifyArgs) -> Result<i32> {
             report.errors.len()
         )));
     }
+    let mut success = Success::now("verify", None, job.elapsed());
+    success.coverage = match read_data {
+        ReadData::Nothing => previous,
+        _ => Some(Coverage::after_run(previous.as_ref(), &report)),
+    };
     if !s.json {
-        println!("no problems found");
+        if let Some(c) = &success.coverage
+            && read_data != ReadData::Nothing
+        {
+            println!(
+                "no problems found; {:.1}% of the stored data read back in this cycle",
+                c.ratio() * 100.0
+            );
+        } else {
+            println!("no problems found");
+        }
     }
+    job::record(s, &repo, &success);
     Ok(0)
 }

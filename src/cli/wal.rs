@@ -60,20 +60,7 @@ pub struct DrainArgs {
 
 /// A size: bytes, or a number with KiB, MiB, GiB or TiB.
 pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "TiB" | "T" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB, GiB or TiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    walden::config::parse_size(s)
 }
 
 #[derive(Args)]

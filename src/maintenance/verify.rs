@@ -5,7 +5,10 @@
 //! size, and walks every snapshot's trees and every WAL record's content,
 //! checking that each blob they reference is indexed in a pack that exists. With `read_data`, every pack is downloaded, its name checked
 //! against its hash, its header opened, and every blob decrypted and its id
-//! checked. Problems are collected, not stopped at, so one run names them all.
+//! checked; or only a subset of the packs, taken in id order after a given
+//! pack and wrapping around, so that runs reading a few percent each cover
+//! the whole repository in turn. Problems are collected, not stopped at,
+//! so one run names them all.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,13 +21,47 @@ use crate::repo::Repo;
 use crate::repo::refs::{self, Reached};
 
 /// What to check, and how.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
-    /// Download every pack and decrypt and check every blob.
-    pub read_data: bool,
+    pub read_data: ReadData,
     /// Hold a shared lock (reading unlocked, with a warning, when the
     /// repository cannot be written).
     pub lock: bool,
+    /// Counts the bytes of packs read.
+    pub progress: crate::observe::progress::Progress,
+}
+
+/// Which packs are downloaded and every blob in them checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// None: the structure only.
+    Nothing,
+    /// Every pack.
+    All,
+    /// Packs in id order after `after` (from the first when `None`),
+    /// wrapping around at the last, until `percent` of the stored bytes
+    /// (and at most `budget` bytes, but always at least one pack) is read.
+    Subset {
+        percent: f64,
+        budget: Option<u64>,
+        after: Option<Id>,
+    },
+}
+
+/// What reading data covered.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DataRead {
+    pub packs: u64,
+    pub bytes: u64,
+    /// Every pack was read.
+    pub whole: bool,
+    /// A subset passed the last pack and went on from the first.
+    pub wrapped: bool,
+    /// Bytes read after wrapping around.
+    pub bytes_after_wrap: u64,
+    /// The last pack read (in id order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<Id>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -38,13 +75,17 @@ pub struct VerifyReport {
     pub blobs_read: u64,
     /// Packs no index names: left by an interrupted backup; harmless.
     pub unindexed_packs: u64,
+    /// Bytes of the packs that exist and are named by an index file or a
+    /// WAL record.
+    pub stored_bytes: u64,
+    /// What reading data covered.
+    pub read: DataRead,
     pub errors: Vec<String>,
 }
 
 /// Checks the repository under a reader's lock.
 pub async fn run(repo: &Repo, opts: Options) -> Result<VerifyReport> {
-    crate::repo::lock::read_locked(repo, opts.lock, async || check(repo, opts.read_data).await)
-        .await
+    crate::repo::lock::read_locked(repo, opts.lock, async || check(repo, &opts).await).await
 }
 
 /// Checks that blob `b`, referenced by `what`, is an indexed blob of type
@@ -136,13 +177,21 @@ fn check_wal_blobs(
 }
 
 /// Downloads `packs` and checks every blob in them.
-async fn read_packs(repo: &Repo, packs: Vec<Id>, report: &mut VerifyReport) {
+async fn read_packs(
+    repo: &Repo,
+    packs: Vec<Id>,
+    progress: &crate::observe::progress::Progress,
+    report: &mut VerifyReport,
+) {
     let mut checks = futures_util::stream::iter(packs.into_iter().map(|id| async move {
         let bytes = repo.store().get(&layout::pack(&id)).await?;
+        let len = bytes.len() as u64;
         let key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
-        tokio::task::spawn_blocking(move || check_pack(&key, &id, &bytes))
+        let checked = tokio::task::spawn_blocking(move || check_pack(&key, &id, &bytes))
             .await
-            .map_err(|e| Error::internal(format!("pack check: {e}")))
+            .map_err(|e| Error::internal(format!("pack check: {e}")))?;
+        progress.advance(len);
+        Ok::<_, Error>(checked)
     }))
     .buffer_unordered(2);
     while let Some(r) = checks.next().await {
@@ -156,7 +205,47 @@ async fn read_packs(repo: &Repo, packs: Vec<Id>, report: &mut VerifyReport) {
     }
 }
 
-async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
+/// The packs a subset reads, in order, and what they cover. `present` is
+/// sorted by id, with sizes.
+fn choose_subset(
+    present: &[(Id, u64)],
+    percent: f64,
+    budget: Option<u64>,
+    after: Option<Id>,
+) -> (Vec<Id>, DataRead) {
+    let total: u64 = present.iter().map(|(_, s)| s).sum();
+    let goal = ((total as f64 * percent / 100.0).ceil() as u64).min(budget.unwrap_or(u64::MAX));
+    let start = match after {
+        Some(a) => present.partition_point(|(id, _)| *id <= a),
+        None => 0,
+    };
+    let mut read = DataRead::default();
+    let mut out = Vec::new();
+    for k in 0..present.len() {
+        let i = (start + k) % present.len();
+        let (id, size) = present[i];
+        // Always one pack, so that every run moves on.
+        if !out.is_empty() && (read.bytes >= goal || budget.is_some_and(|b| read.bytes + size > b))
+        {
+            break;
+        }
+        if start + k >= present.len() && start > 0 {
+            read.wrapped = true;
+            read.bytes_after_wrap += size;
+        }
+        out.push(id);
+        read.packs += 1;
+        read.bytes += size;
+        read.last = Some(id);
+    }
+    // Starting from the first pack and reaching the last ends a cycle too.
+    if start == 0 && out.len() == present.len() {
+        read.whole = true;
+    }
+    (out, read)
+}
+
+async fn check(repo: &Repo, opts: &Options) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let stored: HashMap<Id, u64> = repo
         .store()
@@ -205,19 +294,43 @@ async fn check(repo: &Repo, read_data: bool) -> Result<VerifyReport> {
     // back too.
     repo.sync_catalog().await?;
 
-    if read_data {
-        let mut present: Vec<Id> = indexed
+    let mut present: Vec<(Id, u64)> = indexed
+        .iter()
+        .filter(|(id, _)| !missing_packs.contains(id))
+        .map(|(id, _)| (*id, stored.get(id).copied().unwrap_or(0)))
+        .collect();
+    present.extend(
+        wal_packs
             .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| !missing_packs.contains(id))
-            .collect();
-        present.extend(
-            wal_packs
-                .iter()
-                .filter(|p| !indexed_set.contains(*p) && stored.contains_key(*p)),
-        );
-        read_packs(repo, present, &mut report).await;
+            .filter(|p| !indexed_set.contains(*p))
+            .filter_map(|p| stored.get(p).map(|s| (*p, *s))),
+    );
+    present.sort_unstable();
+    report.stored_bytes = present.iter().map(|(_, s)| s).sum();
+    let (packs, read) = match opts.read_data {
+        ReadData::Nothing => (Vec::new(), DataRead::default()),
+        ReadData::All => (
+            present.iter().map(|(id, _)| *id).collect(),
+            DataRead {
+                packs: present.len() as u64,
+                bytes: report.stored_bytes,
+                whole: true,
+                last: present.last().map(|(id, _)| *id),
+                ..DataRead::default()
+            },
+        ),
+        ReadData::Subset {
+            percent,
+            budget,
+            after,
+        } => choose_subset(&present, percent, budget, after),
+    };
+    if !packs.is_empty() {
+        opts.progress.set_total(read.bytes);
+        read_packs(repo, packs, &opts.progress, &mut report).await;
+        opts.progress.finish();
     }
+    report.read = read;
     Ok(report)
 }
 
@@ -277,4 +390,39 @@ fn check_blobs(
         }
     }
     (n, errs)
+}
+
+#[cfg(test)]
+mod subset_tests {
+    use super::*;
+
+    fn packs() -> Vec<(Id, u64)> {
+        (1..=10u8).map(|i| (Id([i; 32]), 100)).collect()
+    }
+
+    #[test]
+    fn subsets_move_on_and_wrap() {
+        let p = packs();
+        let (ids, r) = choose_subset(&p, 25.0, None, None);
+        assert_eq!(ids, [Id([1; 32]), Id([2; 32]), Id([3; 32])]);
+        assert_eq!((r.bytes, r.wrapped, r.whole), (300, false, false));
+        let (ids, _) = choose_subset(&p, 25.0, None, r.last);
+        assert_eq!(ids[0], Id([4; 32]));
+        let (ids, r) = choose_subset(&p, 30.0, None, Some(Id([9; 32])));
+        assert_eq!(ids, [Id([10; 32]), Id([1; 32]), Id([2; 32])]);
+        assert!(r.wrapped);
+        assert_eq!(r.bytes_after_wrap, 200);
+        let (ids, r) = choose_subset(&p, 100.0, None, None);
+        assert_eq!((ids.len(), r.whole), (10, true));
+    }
+
+    #[test]
+    fn budget_caps_but_one_pack_is_always_read() {
+        let p = packs();
+        let (ids, _) = choose_subset(&p, 50.0, Some(250), None);
+        assert_eq!(ids.len(), 2);
+        let (ids, _) = choose_subset(&p, 50.0, Some(10), None);
+        assert_eq!(ids.len(), 1);
+        assert!(choose_subset(&[], 5.0, None, None).0.is_empty());
+    }
 }

@@ -29,6 +29,8 @@ pub struct PgBackupOptions {
     /// How long to wait for the stop LSN's WAL file to reach the repository.
     pub archive_timeout: Duration,
     pub tags: Vec<String>,
+    /// Counts the bytes of the data directory backed up.
+    pub progress: crate::observe::progress::Progress,
 }
 
 /// The newest earlier backup of this cluster from this data directory.
@@ -131,6 +133,7 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
                 false => None,
             },
         }),
+        progress: opts.progress.clone(),
     };
     let r = repo.clone();
     let after = || async move {

@@ -42,6 +42,21 @@ pub struct BackupStop {
     pub tablespace_map: String,
 }
 
+/// `pg_stat_archiver`'s row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArchiverStatus {
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<String>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<String>,
+    /// The archiver's latest attempt failed (no success since).
+    pub failing: bool,
+    /// Seconds since the last failure, if any.
+    pub secs_since_failure: Option<f64>,
+}
+
 pub struct Cluster {
     client: tokio_postgres::Client,
     version_num: u32,
@@ -204,6 +219,93 @@ impl Cluster {
                 format!("; the last WAL file archived was {ok_wal} at {ok_at}")
             }
         )))
+    }
+
+    /// The value of setting `name`, or `None` when this server has no
+    /// such setting.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let row = self
+            .client
+            .query_one("select current_setting($1, true)", &[&name])
+            .await
+            .map_err(|e| pg_err(&format!("setting {name}"), e))?;
+        Ok(row.get(0))
+    }
+
+    /// Whether the server is a standby (in recovery).
+    pub async fn in_recovery(&self) -> Result<bool> {
+        let row = self
+            .client
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| pg_err("pg_is_in_recovery", e))?;
+        Ok(row.get(0))
+    }
+
+    /// What `pg_stat_archiver` says now.
+    pub async fn archiver_status(&self) -> Result<ArchiverStatus> {
+        let row = self
+            .client
+            .query_one(
+                "select archived_count, last_archived_wal, last_archived_time::text,
+                        failed_count, last_failed_wal, last_failed_time::text,
+                        coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),
+                        extract(epoch from now() - last_failed_time)::float8
+                   from pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("pg_stat_archiver", e))?;
+        Ok(ArchiverStatus {
+            archived_count: row.get(0),
+            last_archived_wal: row.get(1),
+            last_archived_time: row.get(2),
+            failed_count: row.get(3),
+            last_failed_wal: row.get(4),
+            last_failed_time: row.get(5),
+            failing: row.get(6),
+            secs_since_failure: row.get(7),
+        })
+    }
+
+    /// Makes sure the current WAL segment holds something (a transaction
+    /// with an id writes a commit record), then switches to a new segment;
+    /// returns the name of the segment just completed, which PostgreSQL
+    /// now hands to `archive_command`.
+    pub async fn switch_wal(&self, wal_segment_size: u64) -> Result<String> {
+        self.client
+            .query_one("select txid_current()", &[])
+            .await
+            .map_err(|e| pg_err("txid_current", e))?;
+        let row = self
+            .client
+            .query_one(
+                "select lsn::text, pg_walfile_name(lsn) from pg_switch_wal() as lsn",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("pg_switch_wal", e))?;
+        let lsn = crate::pg::lsn::Lsn::parse(row.get::<_, &str>(0))?;
+        let named: String = row.get(1);
+        let timeline = u32::from_str_radix(named.get(..8).unwrap_or(""), 16)
+            .map_err(|_| Error::internal(format!("pg_walfile_name gave {named:?}")))?;
+        // The switch returns the end of its record, inside the segment it
+        // completed (or at its very end).
+        Ok(crate::pg::lsn::segment_name(
+            timeline,
+            crate::pg::lsn::Lsn(lsn.0.saturating_sub(1)).segment(wal_segment_size),
+            wal_segment_size,
+        ))
+    }
+
+    /// The server's clock, in seconds since the Unix epoch.
+    pub async fn clock(&self) -> Result<f64> {
+        let row = self
+            .client
+            .query_one("select extract(epoch from clock_timestamp())::float8", &[])
+            .await
+            .map_err(|e| pg_err("clock_timestamp", e))?;
+        Ok(row.get(0))
     }
 
     /// Creates a named restore point; returns its LSN and the timeline it

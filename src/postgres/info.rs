@@ -1,8 +1,10 @@
 //! What the repository can bring back: for each cluster (by system
 //! identifier) its base backups, the archived WAL of each timeline with any
 //! gaps, and the restorable windows — "any moment from X to Y" — that a
-//! backup plus unbroken WAL after it give on each timeline. Read-only; the
-//! checks a restore makes before writing are `recovery`'s.
+//! backup plus unbroken WAL after it give on each timeline; read with one
+//! listing of the WAL ([`report`]) or from the catalog without any
+//! ([`report_from_catalog`]). Read-only; the checks a restore makes before
+//! writing are `recovery`'s.
 
 use serde::Serialize;
 
@@ -227,28 +229,36 @@ async fn windows_on(
     out
 }
 
-async fn cluster_report(
-    repo: &Repo,
-    cluster: u64,
-    backups: &[(Id, Snapshot)],
-) -> Result<ClusterCoverage> {
-    let archive = archive::load(repo, cluster).await?;
-    let mine: Vec<&(Id, Snapshot)> = backups
+/// The backups of `cluster` among `backups`.
+fn backups_of(cluster: u64, backups: &[(Id, Snapshot)]) -> Vec<&(Id, Snapshot)> {
+    backups
         .iter()
         .filter(|(_, s)| {
             s.postgres
                 .as_ref()
                 .is_some_and(|b| b.system_identifier == cluster.to_string())
         })
-        .collect();
-    // WAL names need the segment size to be read; take it from the backups
-    // (PostgreSQL's default when there are none).
-    let seg = mine
-        .iter()
+        .collect()
+}
+
+/// The WAL segment size of a cluster, needed to read WAL names: from its
+/// newest backup (PostgreSQL's default when there is none).
+fn segment_size(mine: &[&(Id, Snapshot)]) -> u64 {
+    mine.iter()
         .filter_map(|(_, s)| s.postgres.as_ref())
         .map(|b| b.wal_segment_size)
         .next_back()
-        .unwrap_or(16 << 20);
+        .unwrap_or(16 << 20)
+}
+
+async fn cluster_report(
+    repo: &Repo,
+    cluster: u64,
+    backups: &[(Id, Snapshot)],
+    archive: Archive,
+) -> Result<ClusterCoverage> {
+    let mine = backups_of(cluster, backups);
+    let seg = segment_size(&mine);
     let infos: Vec<BackupInfo> = mine.iter().map(|(id, s)| backup_info(id, s)).collect();
     let mut tlis = archive.timelines();
     tlis.extend(infos.iter().map(|b| b.timeline));
@@ -279,9 +289,47 @@ pub async fn report(repo: &Repo) -> Result<Coverage> {
         .collect();
     let mut clusters_out = Vec::new();
     for cluster in clusters(repo, &backups).await? {
-        clusters_out.push(cluster_report(repo, cluster, &backups).await?);
+        let archive = archive::load(repo, cluster).await?;
+        clusters_out.push(cluster_report(repo, cluster, &backups, archive).await?);
     }
     Ok(Coverage {
         clusters: clusters_out,
     })
+}
+
+/// What each cluster can be restored to, from the catalog and without
+/// listing the repository: the clusters of the catalog's backups and WAL,
+/// each archive brought up to date by [`archive::follow`] (starting, for
+/// a cluster whose WAL the catalog does not know yet, at its newest
+/// backup's start). For `metrics`, which runs often.
+pub async fn report_from_catalog(repo: &Repo) -> Result<Coverage> {
+    let backups: Vec<(Id, Snapshot)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.postgres.is_some())
+        .collect();
+    let mut clusters: Vec<u64> = backups
+        .iter()
+        .filter_map(|(_, s)| s.postgres.as_ref())
+        .filter_map(|b| b.system_identifier.parse().ok())
+        .collect();
+    clusters.extend(repo.catalog().wal_clusters()?);
+    clusters.sort_unstable();
+    clusters.dedup();
+    let mut out = Vec::new();
+    for cluster in clusters {
+        let mine = backups_of(cluster, &backups);
+        let seg = segment_size(&mine);
+        let start = mine
+            .iter()
+            .filter_map(|(_, s)| s.postgres.as_ref())
+            .max_by(|a, b| a.stop_time.cmp(&b.stop_time))
+            .and_then(|b| {
+                let start = Lsn::parse(&b.start_lsn).ok()?;
+                Some((b.timeline, start.segment(seg)))
+            });
+        let archive = archive::follow(repo, cluster, seg, start).await?;
+        out.push(cluster_report(repo, cluster, &backups, archive).await?);
+    }
+    Ok(Coverage { clusters: out })
 }

@@ -3,10 +3,12 @@
 //! `pg_basebackup` tar stream ([`tar_ingest`]), archiving and fetching WAL
 //! ([`wal`]), the archive as a whole ([`wal_archive`]), restoring a backup
 //! for recovery to a target ([`recovery`]), what the repository can bring
-//! back ([`info`]) and which WAL a retention policy keeps ([`retention`]). Pure PostgreSQL knowledge lives in `pg`; generic tree
-//! backup and restore in `snapshot`.
+//! back ([`info`]), which WAL a retention policy keeps ([`retention`]), and
+//! whether a setup works end to end ([`check`]). Pure PostgreSQL knowledge
+//! lives in `pg`; generic tree backup and restore in `snapshot`.
 
 pub mod base_backup;
+pub mod check;
 pub mod cluster;
 pub mod forget;
 pub mod info;

@@ -1,9 +1,10 @@
 //! The WAL archive as a whole, as restore and `info` see it: which WAL files
 //! are in the repository (the catalog's list, brought up to date with one
-//! listing of `wal/`), each timeline's history (read once from its archived
-//! `.history` file and kept in the catalog), and whether the WAL between two
-//! points is all there. Pushing and fetching single files is `wal`'s job;
-//! restore points are `points`'.
+//! listing of `wal/`, or for `metrics`, which lists nothing, by asking for
+//! the names that would come next), each timeline's history (read once from
+//! its archived `.history` file and kept in the catalog), and whether the
+//! WAL between two points is all there. Pushing and fetching single files is
+//! `wal`'s job; restore points are `points'`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -66,6 +67,124 @@ pub async fn load(repo: &Repo, cluster: u64) -> Result<Archive> {
     }
     Ok(Archive {
         names: listed,
+        histories,
+        cluster,
+    })
+}
+
+/// Names asked for at most by one [`follow`]: beyond that, a listing
+/// (`load`, as `walden info` does) is cheaper.
+pub const FOLLOW_LIMIT: usize = 4096;
+
+/// Names asked for at once by [`follow`].
+const FOLLOW_BATCH: usize = 16;
+
+/// The archive of `cluster` as the catalog knows it, brought up to date
+/// without a listing: on the newest timeline known, the segments after the
+/// newest known one are asked for by name (a size request each, a few at
+/// a time) until one is missing, then the next timeline's history file,
+/// and so on. `start` (timeline, segment number) says where to begin when
+/// the catalog knows no WAL of the cluster (a backup's start). Stops with a
+/// warning after [`FOLLOW_LIMIT`] names; what was found is kept in the
+/// catalog either way.
+pub async fn follow(
+    repo: &Repo,
+    cluster: u64,
+    seg_size: u64,
+    start: Option<(u32, u64)>,
+) -> Result<Archive> {
+    use futures_util::StreamExt;
+    let mut names: BTreeSet<String> = repo.catalog().wal_names(cluster)?.into_iter().collect();
+    let mut histories: BTreeMap<u32, History> = BTreeMap::new();
+    for (tli, text) in repo.catalog().histories(cluster)? {
+        histories.insert(tli, History::parse(tli, &text)?);
+    }
+    let mut added: Vec<String> = Vec::new();
+    let mut asked = 0usize;
+    let known = Archive {
+        names: names.clone(),
+        histories: histories.clone(),
+        cluster,
+    };
+    let Some(mut tli) = known
+        .timelines()
+        .into_iter()
+        .chain(start.map(|(t, _)| t))
+        .max()
+    else {
+        return Ok(known);
+    };
+    'timelines: loop {
+        let on_tli = Archive {
+            names: names.clone(),
+            histories: BTreeMap::new(),
+            cluster,
+        }
+        .segments(tli, seg_size);
+        let mut segno = match (on_tli.last(), start) {
+            (Some(last), _) => last + 1,
+            (None, Some((t, s))) if t == tli => s,
+            (None, _) => match histories.get(&tli).and_then(|h| h.begin_of(tli)) {
+                Some(begin) => begin.segment(seg_size),
+                None => break,
+            },
+        };
+        loop {
+            if asked >= FOLLOW_LIMIT {
+                tracing::warn!(
+                    "the catalog is far behind the WAL archive of cluster {cluster}: stopped after                      asking for {FOLLOW_LIMIT} names; run `walden info` to bring it up to date with one listing"
+                );
+                break 'timelines;
+            }
+            let batch: Vec<String> = (segno..segno + FOLLOW_BATCH as u64)
+                .map(|s| segment_name(tli, s, seg_size))
+                .collect();
+            asked += batch.len();
+            let found: Vec<bool> = futures_util::stream::iter(batch.iter().map(|n| async move {
+                repo.store()
+                    .size(&layout::wal(cluster, n))
+                    .await
+                    .map(|s| s.is_some())
+            }))
+            .buffered(FOLLOW_BATCH)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+            let present = found.iter().take_while(|f| **f).count();
+            for n in &batch[..present] {
+                names.insert(n.clone());
+                added.push(n.clone());
+            }
+            segno += present as u64;
+            if present < batch.len() {
+                break;
+            }
+        }
+        let next = format!("{:08X}.history", tli + 1);
+        if repo
+            .store()
+            .size(&layout::wal(cluster, &next))
+            .await?
+            .is_none()
+        {
+            break;
+        }
+        asked += 1;
+        let name = WalName::parse(&next)?;
+        let bytes = crate::postgres::wal::read_file(repo, cluster, &name).await?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::corrupt(format!("history file {next} is not text")))?;
+        let h = History::parse(tli + 1, &text)?;
+        repo.catalog().add_history(cluster, tli + 1, &text)?;
+        histories.insert(tli + 1, h);
+        names.insert(next.clone());
+        added.push(next);
+        tli += 1;
+    }
+    repo.catalog().update_wal(cluster, &added, &[])?;
+    Ok(Archive {
+        names,
         histories,
         cluster,
     })

@@ -28,6 +28,7 @@ use crate::format::BlobType;
 use crate::format::snapshot::{PgBackup, Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Stat, Tree};
 use crate::id::Id;
+use crate::observe::progress::Progress;
 use crate::repo::session::{Session, SessionHandle};
 
 use super::pool::{Pool, workers};
@@ -94,6 +95,9 @@ pub struct BackupOptions {
     /// The snapshot's time instead of now (restic's `backup --time`: for
     /// importing old copies with their own dates).
     pub time: Option<SystemTime>,
+    /// Counts the bytes of the files backed up, read or found unchanged;
+    /// when it is shown, the tree is sized first for its total.
+    pub progress: Progress,
 }
 
 impl BackupOptions {
@@ -105,6 +109,7 @@ impl BackupOptions {
             tags: Vec::new(),
             rules: Arc::new(PlainRules),
             time: None,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -214,9 +219,11 @@ fn read_file(
     rules: &dyn Rules,
     rt: &tokio::runtime::Handle,
     job: &ReadJob,
+    progress: &Progress,
 ) -> Result<Option<FileContent>> {
+    progress.detail(&job.rel);
     if let Some(ps) = job.page_size {
-        return read_paged(session, rules, rt, job, ps);
+        return read_paged(session, rules, rt, job, ps, progress);
     }
     let path = &job.path;
     let Some(f) = open_for_reading(path)? else {
@@ -227,6 +234,7 @@ fn read_file(
     for chunk in session.repo().config().chunker.chunks(&f) {
         let chunk = chunk.map_err(|e| Error::io(path.display(), e))?;
         size += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
         ids.push(session.store(BlobType::Data, chunk)?);
     }
     Ok(Some(FileContent {
@@ -245,6 +253,7 @@ fn read_paged(
     rt: &tokio::runtime::Handle,
     job: &ReadJob,
     page_size: usize,
+    progress: &Progress,
 ) -> Result<Option<FileContent>> {
     use std::os::unix::fs::FileExt;
     let path = &job.path;
@@ -278,6 +287,7 @@ fn read_paged(
         if n == 0 {
             break;
         }
+        progress.advance(n as u64);
         for page in buf[..n].chunks(page_size) {
             let mut again = Vec::new();
             let mut page = page;
@@ -316,6 +326,7 @@ struct Walker<'a> {
     events: Sender<Event>,
     jobs: Sender<ReadJob>,
     rules: &'a dyn Rules,
+    progress: Progress,
 }
 
 impl Walker<'_> {
@@ -476,6 +487,7 @@ impl Walker<'_> {
             node.content = o.content.clone();
             node.list = o.list;
             node.paged = o.paged;
+            self.progress.advance(node.size);
             return self.send(Event::Entry(node));
         }
         let (tx, rx) = bounded(1);
@@ -491,6 +503,46 @@ impl Walker<'_> {
             .map_err(|_| Error::internal("backup readers stopped"))?;
         self.send(Event::File(node, rx))
     }
+}
+
+/// The bytes of the files under `dir` (at `rel` from the root) that the
+/// rules keep, following the links they follow; what cannot be read counts
+/// nothing. For a progress display's total.
+fn tree_size(dir: &Path, rel: &str, rules: &dyn Rules) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir).and_then(|it| it.collect::<std::io::Result<Vec<_>>>())
+    else {
+        return 0;
+    };
+    let names: Vec<(String, bool)> = entries
+        .iter()
+        .map(|e| {
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            (e.file_name().to_string_lossy().into_owned(), is_dir)
+        })
+        .collect();
+    let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+    let mut total = 0;
+    for (entry, decision) in entries.iter().zip(rules.decide(rel, &refs)) {
+        if decision == Decision::Skip {
+            continue;
+        }
+        let entry_rel = join_rel(rel, &entry.file_name());
+        let Ok(mut md) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if md.file_type().is_symlink() && rules.follow_link(&entry_rel) {
+            match std::fs::metadata(entry.path()) {
+                Ok(m) => md = m,
+                Err(_) => continue,
+            }
+        }
+        if md.is_dir() && decision != Decision::KeepEmpty {
+            total += tree_size(&entry.path(), &entry_rel, rules);
+        } else if md.is_file() {
+            total += md.len();
+        }
+    }
+    total
 }
 
 /// The path of `name` in the directory at `rel` from the root.
@@ -619,6 +671,12 @@ where
         )));
     }
     let path_str = root_path.to_string_lossy().to_string();
+    if opts.progress.is_shown() {
+        // Sized beside the backup, for the display's total only.
+        let (root, rules, progress) =
+            (root_path.clone(), opts.rules.clone(), opts.progress.clone());
+        std::thread::spawn(move || progress.add_total(tree_size(&root, "", &*rules)));
+    }
     let ctx = Context {
         root_path: &root_path,
         root_md: &root_md,
@@ -655,12 +713,13 @@ async fn walk_and_build(
     let rules = opts.rules.clone();
     let h = session.handle();
     let reader_rt = tokio::runtime::Handle::current();
+    let progress = opts.progress.clone();
     let readers = Pool::start(
         "walden-read",
         workers(),
         4 * workers(),
         move |job: ReadJob| {
-            let r = read_file(&h, &*rules, &reader_rt, &job);
+            let r = read_file(&h, &*rules, &reader_rt, &job, &progress);
             let _ = job.reply.send(r);
         },
     )?;
@@ -670,6 +729,7 @@ async fn walk_and_build(
     let walk_root = root.to_path_buf();
     let jobs = readers.sender();
     let rules = opts.rules.clone();
+    let progress = opts.progress.clone();
     let walker = std::thread::Builder::new()
         .name("walden-walk".into())
         .spawn(move || {
@@ -679,6 +739,7 @@ async fn walk_and_build(
                 events: ev_tx,
                 jobs,
                 rules: &*rules,
+                progress,
             };
             w.walk(&walk_root, "", parent_root)
         })
@@ -770,7 +831,11 @@ where
             &session,
             &mut counts,
         )
-        .await?;
+        .await;
+        // Every file is read; what follows (a base backup's stop and its
+        // wait for WAL) is not counted in bytes.
+        opts.progress.finish();
+        let nodes = nodes?;
         let extra = after_walk().await?;
         let tree = store_root(&session, ctx.root_md, nodes, extra.root_files, &mut counts).await?;
         Ok::<_, Error>((tree, extra.postgres))

@@ -79,6 +79,8 @@ pub struct RestoreOptions {
     /// Stop at the first file that cannot be restored instead of going on
     /// and reporting them all at the end.
     pub fail_fast: bool,
+    /// Counts the bytes of the files restored (or found in place).
+    pub progress: crate::observe::progress::Progress,
 }
 
 impl RestoreOptions {
@@ -90,6 +92,7 @@ impl RestoreOptions {
             owner: None,
             redirects: Vec::new(),
             fail_fast: false,
+            progress: crate::observe::progress::Progress::hidden(),
         }
     }
 }
@@ -941,19 +944,24 @@ pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Resu
         owner: opts.owner,
     };
     let fail_fast = opts.fail_fast;
-    let (r, rt, c, f) = (
+    let progress = opts.progress.clone();
+    progress.set_total(snap.summary.logical_bytes);
+    let (r, rt, c, f, p) = (
         repo.clone(),
         tokio::runtime::Handle::current(),
         counters.clone(),
         failures.clone(),
+        progress.clone(),
     );
     let workers = Pool::start("walden-restore", WORKERS, 64, move |job: FileJob| {
         if f.stopped() {
             return;
         }
+        p.detail(&job.path.to_string_lossy());
         if let Err(e) = restore_file(&r, &rt, &job, mode, &c) {
             f.record(&job.path, e, fail_fast);
         }
+        p.advance(job.node.size);
     })?;
     let jobs = workers.sender();
     let (target, redirects, c, f) = (
@@ -979,6 +987,7 @@ pub async fn run(repo: Arc<Repo>, snap: &Snapshot, opts: RestoreOptions) -> Resu
     })
     .await
     .map_err(|e| Error::internal(format!("restore walker: {e}")))?;
+    progress.finish();
     if let Some(e) = failures
         .fatal
         .lock()

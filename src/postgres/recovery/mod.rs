@@ -44,6 +44,8 @@ pub struct Request {
     /// Hold a shared lock while restoring; without it (or on read-only
     /// storage) the restore reads unlocked.
     pub lock: bool,
+    /// Counts the bytes restored.
+    pub progress: crate::observe::progress::Progress,
 }
 
 /// Whether restoring `spec` (a snapshot, `latest`, or none: chosen by the
@@ -234,6 +236,7 @@ async fn run_unlocked(repo: Arc<Repo>, req: Request) -> Result<Outcome> {
             .collect(),
         // A data directory missing one file is no use: stop at the first.
         fail_fast: true,
+        progress: req.progress.clone(),
         ..RestoreOptions::new(req.to.clone())
     };
     let mut written_into = vec![req.to.clone()];

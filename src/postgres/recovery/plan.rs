@@ -499,6 +499,7 @@ mod tests {
             owner: None,
             restore_command: "x".into(),
             lock: false,
+            progress: Default::default(),
         }
     }
 
