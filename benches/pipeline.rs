@@ -1,7 +1,9 @@
 //! Criterion benches of the pipeline's CPU stages, one group per stage:
 //! chunking (FastCDC with a seed), blob ids (keyed BLAKE3), sealing and
 //! opening (zstd + XChaCha20-Poly1305) on compressible and random data, and
-//! pack encoding. Run with `cargo bench --bench pipeline`; figures in
+//! pack encoding, and WAL verification (`verify --wal`'s walk of pages and
+//! records with their CRC-32C, on synthetic WAL laid out as a server lays
+//! it out). Run with `cargo bench --bench pipeline`; figures in
 //! `benches/README.md`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -108,5 +110,103 @@ fn packing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunking, ids, sealing, packing);
+/// `segments` 1 MiB segments of 17 WAL (PostgreSQL 17's page magic),
+/// records of 64 to 2,000 bytes flowing over page and segment boundaries.
+fn synthetic_wal(segments: u64) -> Vec<u8> {
+    const SEG: u64 = 1 << 20;
+    const BLOCK: u64 = 8192;
+    let end = segments * SEG;
+    let mut buf: Vec<u8> = Vec::with_capacity(end as usize);
+    let payloads = random(1 << 20);
+    let (mut prev, mut i) = (0u64, 0usize);
+    // Appends `bytes`, writing a page header at each page boundary; `rest`
+    // is how much of a record remains when a page starts inside one.
+    let put = |buf: &mut Vec<u8>, bytes: &[u8]| {
+        let mut done = 0;
+        while done < bytes.len() && (buf.len() as u64) < end {
+            let at = buf.len() as u64;
+            if at.is_multiple_of(BLOCK) {
+                let long = at.is_multiple_of(SEG);
+                let rest = if done > 0 {
+                    (bytes.len() - done) as u32
+                } else {
+                    0
+                };
+                let info: u16 =
+                    0x0004 | if long { 0x0002 } else { 0 } | if rest > 0 { 0x0001 } else { 0 };
+                buf.extend_from_slice(&0xD116u16.to_le_bytes());
+                buf.extend_from_slice(&info.to_le_bytes());
+                buf.extend_from_slice(&1u32.to_le_bytes());
+                buf.extend_from_slice(&at.to_le_bytes());
+                buf.extend_from_slice(&rest.to_le_bytes());
+                buf.extend_from_slice(&[0; 4]);
+                if long {
+                    buf.extend_from_slice(&7u64.to_le_bytes());
+                    buf.extend_from_slice(&(SEG as u32).to_le_bytes());
+                    buf.extend_from_slice(&(BLOCK as u32).to_le_bytes());
+                }
+            }
+            let room = (BLOCK - buf.len() as u64 % BLOCK) as usize;
+            let n = room
+                .min(bytes.len() - done)
+                .min((end - buf.len() as u64) as usize);
+            buf.extend_from_slice(&bytes[done..done + n]);
+            done += n;
+        }
+    };
+    while (buf.len() as u64) < end {
+        while !buf.len().is_multiple_of(8) {
+            buf.push(0);
+        }
+        let at = buf.len() as u64
+            + if (buf.len() as u64).is_multiple_of(BLOCK) {
+                if (buf.len() as u64).is_multiple_of(SEG) {
+                    40
+                } else {
+                    24
+                }
+            } else {
+                0
+            };
+        let len = 64 + (i * 7919) % 1937;
+        let payload = &payloads[(i * 4099) % (1 << 19)..][..len];
+        let total = (24 + len) as u32;
+        let mut r = Vec::with_capacity(24 + len);
+        r.extend_from_slice(&total.to_le_bytes());
+        r.extend_from_slice(&77u32.to_le_bytes());
+        r.extend_from_slice(&prev.to_le_bytes());
+        r.extend_from_slice(&[0, 10, 0, 0]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(payload), &r[..20]);
+        r.extend_from_slice(&crc.to_le_bytes());
+        r.extend_from_slice(payload);
+        put(&mut buf, &r);
+        prev = at;
+        i += 1;
+    }
+    buf.truncate(end as usize);
+    buf
+}
+
+fn wal_verify(c: &mut Criterion) {
+    let segments = 64u64;
+    let wal = synthetic_wal(segments);
+    let mut g = c.benchmark_group("wal_verify");
+    g.throughput(Throughput::Bytes(wal.len() as u64));
+    g.bench_function("stream_64MiB", |b| {
+        b.iter(|| {
+            let mut s = walden::pg::wal::WalStream::new(1 << 20).unwrap();
+            let mut records = 0;
+            for (n, seg) in wal.chunks(1 << 20).enumerate() {
+                let name = walden::pg::lsn::segment_name(1, n as u64, 1 << 20);
+                let r = s.feed(&name, black_box(seg)).unwrap();
+                assert!(r.problems.is_empty(), "{:?}", &r.problems[..1]);
+                records += r.records;
+            }
+            records
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunking, ids, sealing, packing, wal_verify);
 criterion_main!(benches);

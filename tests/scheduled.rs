@@ -889,10 +889,11 @@ fn schedule_writes_units_systemd_accepts_and_a_crontab() {
     let o = e.run(&["--config", c, "schedule", "--cron"]);
     let warned = stderr(&o);
     assert!(
-        warned.contains("the drill job runs `walden drill`, which this walden does not have"),
+        warned.contains("the sync job runs `walden sync`, which this walden does not have"),
         "{warned}"
     );
     assert!(!warned.contains("the verify job"), "{warned}");
+    assert!(!warned.contains("the drill job"), "{warned}");
 
     // The crontab runs the same jobs as the same users.
     let tab = e.ok(&["--config", c, "schedule", "--cron"]);

@@ -38,9 +38,9 @@ pub async fn run(s: &Settings) -> Result<i32> {
         for w in &cl.windows {
             if w.single_moment {
                 println!(
-                    "  restorable on timeline {}: the end of a backup only, {} ({}): WAL \
-                     from {} on is not archived, later WAL is (kept as a single moment by \
-                     retention, or a gap)",
+                    "  restorable on timeline {}: the end of a backup only, {} ({}); then {} is \
+                     MISSING while later WAL exists (retention keeping the backup as a single \
+                     moment, or a gap)",
                     w.timeline,
                     short_time(&w.from_time),
                     w.from_lsn,

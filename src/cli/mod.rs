@@ -13,6 +13,7 @@ mod catalog;
 mod check;
 mod completions;
 mod config;
+mod drill;
 mod forget;
 mod info;
 mod init;
@@ -91,6 +92,10 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the manual page (roff)
     Man,
+    /// Restore drill: restore a backup into a scratch directory, start
+    /// PostgreSQL on it, let it replay and promote, check every database,
+    /// and clean up
+    Drill(drill::DrillArgs),
     /// Manage the passwords that open the repository
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -240,6 +245,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Schedule(_) | Command::Config(_) | Command::Completions(_) | Command::Man => {
             unreachable!("handled above")
         }
+        Command::Drill(a) => drill::run(&s, a).await,
         Command::Key(k) => key::run(&s, k).await,
         Command::Catalog(c) => catalog::run(&s, c).await,
         Command::WalPush(a) => wal::push(&s, a).await,

@@ -80,7 +80,7 @@ pub async fn run(s: &Settings, a: RestoreArgs) -> Result<i32> {
 /// Recovery flags of `restore`; at most one target.
 #[derive(Args, Debug, Default)]
 #[group(skip)]
-struct RecoveryArgs {
+pub(super) struct RecoveryArgs {
     /// Replay to this moment; needs a time zone (2026-11-22 10:15:00+01)
     #[arg(long, group = "recovery_target")]
     target_time: Option<String>,
@@ -115,7 +115,7 @@ struct RecoveryArgs {
     /// Owner of the restored files when run as root: USER or USER:GROUP
     /// (default: the target directory's owner, else the recorded owners)
     #[arg(long)]
-    owner: Option<String>,
+    pub(super) owner: Option<String>,
     /// restore_command for the restored server (default: this walden
     /// binary's wal-fetch with the same repository, config and password file)
     #[arg(long)]
@@ -224,7 +224,7 @@ fn restore_command(g: &Global, s: &Settings) -> Result<String> {
 }
 
 /// `USER`, `USER:GROUP`, or numeric ids, as (uid, gid).
-fn owner(spec: &str) -> Result<(u32, u32)> {
+pub(super) fn owner(spec: &str) -> Result<(u32, u32)> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -264,7 +264,7 @@ fn owner(spec: &str) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
-fn recovery_request(
+pub(super) fn recovery_request(
     g: &Global,
     s: &Settings,
     snapshot: Option<String>,

@@ -117,7 +117,7 @@ fn timeline_wal(archive: &Archive, tli: u32, seg: u64) -> TimelineWal {
 }
 
 /// Every cluster with a backup or archived WAL, by system identifier.
-async fn clusters(repo: &Repo, backups: &[(Id, Snapshot)]) -> Result<Vec<u64>> {
+pub async fn clusters(repo: &Repo, backups: &[(Id, Snapshot)]) -> Result<Vec<u64>> {
     let mut out: Vec<u64> = backups
         .iter()
         .filter_map(|(_, s)| s.postgres.as_ref())
@@ -251,23 +251,41 @@ fn segment_size(mine: &[&(Id, Snapshot)]) -> u64 {
         .unwrap_or(16 << 20)
 }
 
+/// The backups of `cluster` among `backups`, and its WAL segment size.
+pub fn cluster_backups(cluster: u64, backups: &[(Id, Snapshot)]) -> (Vec<BackupInfo>, u64) {
+    let mine = backups_of(cluster, backups);
+    let seg = segment_size(&mine);
+    (mine.iter().map(|(id, s)| backup_info(id, s)).collect(), seg)
+}
+
+/// The restorable windows `archive` gives the backups `infos`, on every
+/// timeline. `verify --wal` passes an archive without the segments it
+/// found damaged, so its windows are those the WAL really supports.
+pub async fn windows(
+    repo: &Repo,
+    archive: &Archive,
+    infos: &[BackupInfo],
+    seg: u64,
+) -> Vec<Window> {
+    let mut tlis = archive.timelines();
+    tlis.extend(infos.iter().map(|b| b.timeline));
+    tlis.sort_unstable();
+    tlis.dedup();
+    let mut out = Vec::new();
+    for tli in &tlis {
+        out.extend(windows_on(repo, archive, infos, *tli, seg).await);
+    }
+    out
+}
+
 async fn cluster_report(
     repo: &Repo,
     cluster: u64,
     backups: &[(Id, Snapshot)],
     archive: Archive,
 ) -> Result<ClusterCoverage> {
-    let mine = backups_of(cluster, backups);
-    let seg = segment_size(&mine);
-    let infos: Vec<BackupInfo> = mine.iter().map(|(id, s)| backup_info(id, s)).collect();
-    let mut tlis = archive.timelines();
-    tlis.extend(infos.iter().map(|b| b.timeline));
-    tlis.sort_unstable();
-    tlis.dedup();
-    let mut windows = Vec::new();
-    for tli in &tlis {
-        windows.extend(windows_on(repo, &archive, &infos, *tli, seg).await);
-    }
+    let (infos, seg) = cluster_backups(cluster, backups);
+    let windows = windows(repo, &archive, &infos, seg).await;
     Ok(ClusterCoverage {
         system_identifier: cluster.to_string(),
         backups: infos,

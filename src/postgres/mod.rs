@@ -10,6 +10,7 @@
 pub mod base_backup;
 pub mod check;
 pub mod cluster;
+pub mod drill;
 pub mod forget;
 pub mod info;
 pub mod points;
@@ -18,3 +19,4 @@ pub mod retention;
 pub mod tar_ingest;
 pub mod wal;
 pub mod wal_archive;
+pub mod wal_verify;

@@ -216,6 +216,21 @@ impl Archive {
         })
     }
 
+    /// The same archive without `names`: what a restore can use once
+    /// damaged files are left out.
+    pub fn without(&self, names: &HashSet<String>) -> Archive {
+        Archive {
+            names: self
+                .names
+                .iter()
+                .filter(|n| !names.contains(*n))
+                .cloned()
+                .collect(),
+            histories: self.histories.clone(),
+            cluster: self.cluster,
+        }
+    }
+
     /// Every archived file name, in name order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(String::as_str)
