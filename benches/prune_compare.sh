@@ -15,7 +15,7 @@ keep=$(( snapshots / 2 ))
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; }
 (cd "$repo_dir" && cargo build --release --quiet)
-walden="$repo_dir/target/release/walden"
+walden="${CARGO_TARGET_DIR:-$repo_dir/target}/release/walden"
 
 if [ -n "${BENCH_DIR:-}" ]; then work=$BENCH_DIR; rm -rf "$work"; mkdir -p "$work"
 else work=$(mktemp -d /tmp/walden-prune-bench.XXXXXX); trap 'rm -rf "$work"' EXIT; fi

@@ -484,53 +484,105 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
     }
     let target = repo.config().pack_size as usize;
     let mut builder = PackBuilder::new();
-    let mut new_packs: Vec<IndexedPack> = Vec::new();
-    let mut written = 0u64;
-    for pid in packs {
+    let mut stores = Vec::new();
+    // The next few packs download while this one is checked and copied.
+    let mut fetches = std::collections::VecDeque::new();
+    let mut next = packs.iter();
+    let fetch = |pid: &Id| {
+        let store = repo.store().clone();
         let name = layout::pack(pid);
-        let bytes = repo.store().get(&name).await?;
+        tokio::spawn(async move { store.get(&name).await })
+    };
+    for pid in next.by_ref().take(REPACK_AHEAD) {
+        fetches.push_back(fetch(pid));
+    }
+    for pid in packs {
+        let bytes = fetches
+            .pop_front()
+            .expect("one fetch per pack")
+            .await
+            .map_err(|e| Error::internal(format!("fetching pack {pid}: {e}")))??;
+        if let Some(p) = next.next() {
+            fetches.push_back(fetch(p));
+        }
         // The pack's name is the hash of its bytes: checked before any of
         // it is copied.
         let entries = pack::decode(repo.key(), pid, &bytes).map_err(|e| {
             e.context("prune stopped: a pack to repack is damaged (run `walden verify`)")
         })?;
-        for e in &entries {
-            if !live.held_by(&e.id, pid)? {
-                continue;
+        let mut keep = Vec::new();
+        for e in entries {
+            if live.held_by(&e.id, pid)? {
+                keep.push(e);
             }
-            let env = bytes
-                .get(e.offset as usize..e.offset as usize + e.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(format!("pack {pid}: blob {} lies past its end", e.id))
-                })?;
-            let loc = crate::catalog::BlobLocation {
-                blob_type: e.blob_type,
-                pack: *pid,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            };
-            // Opened and checked, so damage is not copied on.
-            repo.open_blob(&e.id, &loc, env)?;
+        }
+        check_blobs(repo, pid, &bytes, &keep)?;
+        for e in &keep {
+            let env = &bytes[e.offset as usize..e.offset as usize + e.length as usize];
             builder.add(e.blob_type, e.id, e.raw_length, env);
             report.blobs_repacked += 1;
             report.bytes_repacked += e.length as u64;
             if builder.len() >= target {
-                let p = store_pack(repo, std::mem::take(&mut builder)).await?;
-                written += p.size;
-                new_packs.push(p);
+                stores.push(store_pack(repo, std::mem::take(&mut builder)));
             }
         }
     }
     if !builder.is_empty() {
-        let p = store_pack(repo, builder).await?;
-        written += p.size;
-        new_packs.push(p);
+        stores.push(store_pack(repo, builder));
     }
+    // New packs upload together; the index naming them only after all are
+    // stored.
+    let mut new_packs: Vec<IndexedPack> = Vec::new();
+    for p in futures_util::future::join_all(stores).await {
+        new_packs.push(p?);
+    }
+    let written = new_packs.iter().map(|p| p.size).sum();
     if !new_packs.is_empty() {
         repo.save_index(&Index { packs: new_packs }).await?;
     }
     Ok(written)
+}
+
+/// Packs fetched ahead while one is repacked.
+const REPACK_AHEAD: usize = 3;
+
+/// Opens every blob to copy, on all cores, so damage is not copied on.
+fn check_blobs(repo: &Repo, pid: &Id, bytes: &[u8], keep: &[pack::PackEntry]) -> Result<()> {
+    for e in keep {
+        if bytes.len() < e.offset as usize + e.length as usize {
+            return Err(Error::corrupt(format!(
+                "pack {pid}: blob {} lies past its end",
+                e.id
+            )));
+        }
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(keep.len().max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    for e in keep.iter().skip(w).step_by(workers) {
+                        let loc = crate::catalog::BlobLocation {
+                            blob_type: e.blob_type,
+                            pack: *pid,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                        };
+                        let env = &bytes[e.offset as usize..e.offset as usize + e.length as usize];
+                        repo.open_blob(&e.id, &loc, env)?;
+                    }
+                    Ok::<(), Error>(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("blob check thread"))
+    })
 }
 
 async fn store_pack(repo: &Repo, b: PackBuilder) -> Result<IndexedPack> {
