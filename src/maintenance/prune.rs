@@ -484,7 +484,9 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
     }
     let target = repo.config().pack_size as usize;
     let mut builder = PackBuilder::new();
-    let mut stores = Vec::new();
+    // At most a few uploads in flight, so memory holds a few packs.
+    let mut uploads = std::collections::VecDeque::new();
+    let mut new_packs: Vec<IndexedPack> = Vec::new();
     // The next few packs download while this one is checked and copied.
     let mut fetches = std::collections::VecDeque::new();
     let mut next = packs.iter();
@@ -523,18 +525,19 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
             report.blobs_repacked += 1;
             report.bytes_repacked += e.length as u64;
             if builder.len() >= target {
-                stores.push(store_pack(repo, std::mem::take(&mut builder)));
+                uploads.push_back(store_pack(repo, std::mem::take(&mut builder)));
+                if uploads.len() > REPACK_AHEAD {
+                    new_packs.push(stored(uploads.pop_front().expect("an upload")).await?);
+                }
             }
         }
     }
     if !builder.is_empty() {
-        stores.push(store_pack(repo, builder));
+        uploads.push_back(store_pack(repo, builder));
     }
-    // New packs upload together; the index naming them only after all are
-    // stored.
-    let mut new_packs: Vec<IndexedPack> = Vec::new();
-    for p in futures_util::future::join_all(stores).await {
-        new_packs.push(p?);
+    // The index naming the new packs only after all are stored.
+    for u in uploads {
+        new_packs.push(stored(u).await?);
     }
     let written = new_packs.iter().map(|p| p.size).sum();
     if !new_packs.is_empty() {
@@ -543,8 +546,8 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
     Ok(written)
 }
 
-/// Packs fetched ahead while one is repacked.
-const REPACK_AHEAD: usize = 3;
+/// Packs fetched ahead while one is repacked, and new packs uploading.
+const REPACK_AHEAD: usize = 2;
 
 /// Opens every blob to copy, on all cores, so damage is not copied on.
 fn check_blobs(repo: &Repo, pid: &Id, bytes: &[u8], keep: &[pack::PackEntry]) -> Result<()> {
@@ -585,24 +588,40 @@ fn check_blobs(repo: &Repo, pid: &Id, bytes: &[u8], keep: &[pack::PackEntry]) ->
     })
 }
 
-async fn store_pack(repo: &Repo, b: PackBuilder) -> Result<IndexedPack> {
+/// Seals a new pack's header and starts its upload; the upload checks
+/// that the pack reads back whole, as every writer's does.
+fn store_pack(repo: &Repo, b: PackBuilder) -> (IndexedPack, tokio::task::JoinHandle<Result<()>>) {
     let (id, bytes, entries) = b.finish(repo.key());
     let name = layout::pack(&id);
     let size = bytes.len() as u64;
-    repo.store().put(&name, bytes).await?;
-    match repo.store().size(&name).await? {
-        Some(s) if s == size => {}
-        other => {
-            return Err(Error::unavailable(format!(
+    let store = repo.store().clone();
+    let upload = tokio::spawn(async move {
+        store.put(&name, bytes).await?;
+        match store.size(&name).await? {
+            Some(s) if s == size => Ok(()),
+            other => Err(Error::unavailable(format!(
                 "pack {name} reads back with size {other:?} after writing {size} bytes"
-            )));
+            ))),
         }
-    }
-    Ok(IndexedPack {
-        id,
-        size,
-        blobs: entries,
-    })
+    });
+    (
+        IndexedPack {
+            id,
+            size,
+            blobs: entries,
+        },
+        upload,
+    )
+}
+
+/// Waits for an upload started by [`store_pack`].
+async fn stored(
+    (pack, upload): (IndexedPack, tokio::task::JoinHandle<Result<()>>),
+) -> Result<IndexedPack> {
+    upload
+        .await
+        .map_err(|e| Error::internal(format!("uploading pack {}: {e}", pack.id)))??;
+    Ok(pack)
 }
 
 /// Step 4: index files naming a pack that goes, rewritten without it.
