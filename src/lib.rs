@@ -10,7 +10,7 @@
 //! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`] | files, the network, tokio |
 //! | adapters | [`store`] (OpenDAL and the local disk), [`catalog`] (SQLite), [`atomic_file`] | what objects mean, PostgreSQL |
 //! | repository | [`repo`]: open, keys, sealed objects, the write session, locks, the live set | the command line, PostgreSQL |
-//! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify) | PostgreSQL |
+//! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify, forget, prune, sync to another repository) | PostgreSQL |
 //! | PostgreSQL use cases | [`postgres`]: the server, base backups, tar ingest, the WAL archive, recovery, info | argument parsing |
 //!
 //! The binary sits on top: `main.rs` maps error kinds to exit codes and

@@ -4,6 +4,7 @@
 //! falls back to a temporary one with a warning when the usual one cannot
 //! be written.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -40,13 +41,41 @@ pub struct Global {
     pub lock_wait: std::time::Duration,
 }
 
-/// The `--config` file.
+/// The `--config` file (and `sync --to-config`, which has the same keys).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
-    repo: Option<String>,
-    password_file: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
+pub struct ConfigFile {
+    pub repo: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    /// Storage settings by the names of the environment variables they
+    /// stand for (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
+    /// `STORAGE_EMULATOR_HOST`…); they win over the environment, for this
+    /// repository only.
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    /// Opens the store at `url` with this file's storage settings, then the
+    /// process environment. `faults` names the variable read in place of
+    /// `WALDEN_STORE_FAULTS` (tests of `sync` inject faults in the
+    /// destination only).
+    pub fn store(&self, url: &str, faults: &str) -> Result<Store> {
+        let env = |k: &str| -> Option<String> {
+            let k = if k == "WALDEN_STORE_FAULTS" {
+                faults
+            } else {
+                k
+            };
+            self.storage
+                .get(k)
+                .cloned()
+                .or_else(|| std::env::var(k).ok())
+                .filter(|v| !v.is_empty())
+        };
+        Store::open_with(url, &env)
+    }
 }
 
 pub struct Settings {
@@ -59,6 +88,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub json: bool,
     pub global: Global,
+    /// The config file's storage settings.
+    pub storage: ConfigFile,
 }
 
 /// The line of byte offset `at` in `text`, 1-based.
@@ -66,7 +97,7 @@ fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
 }
 
-fn read_config(path: &Path) -> Result<ConfigFile> {
+pub fn read_config(path: &Path) -> Result<ConfigFile> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("config file {}", path.display()), e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -122,6 +153,10 @@ pub fn settings(g: &Global) -> Result<Settings> {
             .unwrap_or_else(default_cache),
         json: g.json,
         global: g.clone(),
+        storage: ConfigFile {
+            storage: file.storage,
+            ..ConfigFile::default()
+        },
     })
 }
 
@@ -169,7 +204,7 @@ impl Settings {
     }
 
     pub fn store(&self) -> Result<Store> {
-        Store::open(&self.repo)
+        self.storage.store(&self.repo, "WALDEN_STORE_FAULTS")
     }
 
     /// Opens the repository and brings its catalog up to date.
