@@ -562,8 +562,8 @@ impl Copier<'_> {
             },
             What::Snapshot | What::Point => Vec::new(),
         };
-        for (p, size) in packs {
-            match self.ensure_pack(&p, size).await {
+        for (p, size) in &packs {
+            match self.ensure_pack(p, *size).await {
                 Ok(_) => {}
                 // The record went with its pack meanwhile (a forget on the
                 // source, which a `wal-only` run does not lock out).
@@ -578,6 +578,22 @@ impl Copier<'_> {
             }
         }
         let written = self.put(name, sealed).await?;
+        if written && self.o.selection == Selection::WalOnly {
+            // No lock keeps a prune of the destination away: as `wal-push`
+            // does, look again at the packs once the record is stored. A
+            // pack gone means a prune took it between the check and the
+            // record; sync cannot delete the record, so it says how to
+            // put the pack back.
+            for (p, _) in &packs {
+                if self.dst.store().size(&layout::pack(p)).await?.is_none() {
+                    return Err(Error::unavailable(format!(
+                        "pack {} went from the destination while {name} was stored (a prune \
+                         there?); run `walden sync --recheck` to put it back",
+                        layout::pack(p)
+                    )));
+                }
+            }
+        }
         if self.o.verify && written {
             let back = self.dst.store().get(name).await?;
             self.dst
