@@ -34,6 +34,11 @@ pub struct Config {
     pub repo: Option<String>,
     pub password_file: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    /// `[storage]`: storage settings by the names of the environment
+    /// variables they stand for (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
+    /// `STORAGE_EMULATOR_HOST`…); they win over the environment, for this
+    /// file's repository only.
+    pub storage: BTreeMap<String, String>,
     pub postgres: Postgres,
     /// `None` without a `[retention]` table.
     pub retention: Option<Retention>,
@@ -194,6 +199,8 @@ struct RawFile {
     repo: Option<Spanned<String>>,
     password_file: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    storage: BTreeMap<String, String>,
     #[serde(default)]
     postgres: RawPostgres,
     retention: Option<Spanned<RawRetention>>,
@@ -397,6 +404,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         repo,
         password_file: raw.password_file,
         cache_dir: raw.cache_dir,
+        storage: raw.storage,
         postgres: postgres(&src, raw.postgres)?,
         retention: raw.retention.map(|r| retention(&src, r)).transpose()?,
         offsite,

@@ -10,7 +10,7 @@
 //! | pure, no I/O | [`error`], [`id`], [`chunk`], [`seal`], [`format`], [`pg`], [`schedule`] (the timed jobs, their timers and crontab), [`config`] (the config file's keys and types; reading the file is its only I/O) | files, the network, tokio |
 //! | adapters | [`store`] (OpenDAL and the local disk), [`catalog`] (SQLite), [`atomic_file`], [`observe::progress`] | what objects mean, PostgreSQL |
 //! | repository | [`repo`]: open, keys, sealed objects, the write session, locks, the live set | the command line, PostgreSQL |
-//! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify) | PostgreSQL |
+//! | generic use cases | [`snapshot`] (backup, restore of trees), [`maintenance`] (verify, forget, prune, sync to another repository) | PostgreSQL |
 //! | PostgreSQL use cases | [`postgres`]: the server, base backups, tar ingest, the WAL archive, recovery, info, the setup check | argument parsing |
 //! | observation | [`observe`]: metrics, their values, job records, hooks | argument parsing |
 //!

@@ -45,6 +45,26 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
     top.insert("config_file".into(), json!(file.display().to_string()));
     let repo = g.repo.clone().or(c.repo.clone());
     insert(&mut top, "repo", repo.as_deref().map(|r| json!(redact(r))));
+    if !c.storage.is_empty() {
+        // Endpoints and regions are shown; anything that may be a secret is not.
+        let shown: Map<String, Value> = c
+            .storage
+            .iter()
+            .map(|(k, v)| {
+                let public = k.ends_with("_URL")
+                    || k.ends_with("_REGION")
+                    || k.contains("ENDPOINT")
+                    || k == "STORAGE_EMULATOR_HOST";
+                let v = if public {
+                    redact(v)
+                } else {
+                    "(redacted)".into()
+                };
+                (k.clone(), json!(v))
+            })
+            .collect();
+        top.insert("storage".into(), Value::Object(shown));
+    }
     let password_file = g.password_file.clone().or(c.password_file.clone());
     if std::env::var("WALDEN_PASSWORD").is_ok_and(|p| !p.is_empty()) {
         top.insert("password".into(), json!("from WALDEN_PASSWORD (redacted)"));

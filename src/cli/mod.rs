@@ -29,6 +29,7 @@ mod restore_point;
 mod schedule;
 mod settings;
 mod snapshots;
+mod sync;
 mod unlock;
 mod verify;
 mod wal;
@@ -113,6 +114,9 @@ enum Command {
     /// The background pusher of wal-push --async
     #[command(hide = true)]
     WalPushQueue(wal::DrainArgs),
+    /// Copy what another repository lacks (backups, WAL, restore points):
+    /// an offsite copy, created on first use with the same keys
+    Sync(sync::SyncArgs),
     /// Remove stale locks (or every lock with --all)
     Unlock(unlock::UnlockArgs),
     /// Repair after damage: rebuild index files, forget broken snapshots
@@ -252,6 +256,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::WalFetch(a) => wal::fetch(&s, a).await,
         Command::WalPrefetch(a) => wal::prefetch(&s, a).await,
         Command::WalPushQueue(a) => wal::drain(&s, a).await,
+        Command::Sync(a) => sync::run(&s, a).await,
         Command::Unlock(a) => unlock::run(&s, a).await,
         Command::Repair(c) => repair::run(&s, c).await,
     }

@@ -149,7 +149,7 @@ impl Settings {
     }
 
     pub fn store(&self) -> Result<Store> {
-        Store::open(&self.repo)
+        open_store(&self.config, &self.repo, "WALDEN_STORE_FAULTS")
     }
 
     /// Opens the repository and brings its catalog up to date.
@@ -184,4 +184,32 @@ pub fn new_password(file: &Option<PathBuf>) -> Result<zeroize::Zeroizing<Vec<u8>
             "no new password: set WALDEN_NEW_PASSWORD or pass --new-password-file",
         )),
     }
+}
+
+/// A config file as `sync --to-config` reads it: the keys of `--config`.
+pub use walden::config::Config as ConfigFile;
+
+/// Reads and checks a config file (`sync --to-config`).
+pub fn read_config(path: &Path) -> Result<ConfigFile> {
+    walden::config::load(path)
+}
+
+/// Opens the store at `url` with `c`'s `[storage]` settings, then the
+/// process environment. `faults` names the variable read in place of
+/// `WALDEN_STORE_FAULTS` (tests of `sync` inject faults in the destination
+/// only).
+pub fn open_store(c: &ConfigFile, url: &str, faults: &str) -> Result<Store> {
+    let env = |k: &str| -> Option<String> {
+        let k = if k == "WALDEN_STORE_FAULTS" {
+            faults
+        } else {
+            k
+        };
+        c.storage
+            .get(k)
+            .cloned()
+            .or_else(|| std::env::var(k).ok())
+            .filter(|v| !v.is_empty())
+    };
+    Store::open_with(url, &env)
 }

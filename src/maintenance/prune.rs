@@ -487,6 +487,7 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
     // At most a few uploads in flight, so memory holds a few packs.
     let mut uploads = std::collections::VecDeque::new();
     let mut new_packs: Vec<IndexedPack> = Vec::new();
+    let mut written = 0u64;
     // The next few packs download while this one is checked and copied.
     let mut fetches = std::collections::VecDeque::new();
     let mut next = packs.iter();
@@ -528,6 +529,7 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
                 uploads.push_back(store_pack(repo, std::mem::take(&mut builder)));
                 if uploads.len() > REPACK_AHEAD {
                     new_packs.push(stored(uploads.pop_front().expect("an upload")).await?);
+                    written += save_full_index(repo, &mut new_packs, false).await?;
                 }
             }
         }
@@ -539,11 +541,24 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
     for u in uploads {
         new_packs.push(stored(u).await?);
     }
-    let written = new_packs.iter().map(|p| p.size).sum();
-    if !new_packs.is_empty() {
-        repo.save_index(&Index { packs: new_packs }).await?;
-    }
+    written += save_full_index(repo, &mut new_packs, true).await?;
     Ok(written)
+}
+
+/// New packs per index file, as writers make them: memory holds the
+/// entries of a few packs, not of everything repacked.
+const PACKS_PER_INDEX: usize = 8;
+
+/// Stores an index file naming `packs` once there are enough of them (or
+/// any, with `last`); returns the bytes of the packs it named.
+async fn save_full_index(repo: &Repo, packs: &mut Vec<IndexedPack>, last: bool) -> Result<u64> {
+    if packs.is_empty() || (!last && packs.len() < PACKS_PER_INDEX) {
+        return Ok(0);
+    }
+    let named = std::mem::take(packs);
+    let bytes = named.iter().map(|p| p.size).sum();
+    repo.save_index(&Index { packs: named }).await?;
+    Ok(bytes)
 }
 
 /// Packs fetched ahead while one is repacked, and new packs uploading.

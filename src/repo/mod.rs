@@ -104,6 +104,54 @@ impl Repo {
         cost: KdfCost,
         cache_root: &Path,
     ) -> Result<Repo> {
+        Self::init_with(
+            store,
+            password,
+            cost,
+            cache_root,
+            MasterKey::generate(),
+            Config::generate(),
+        )
+        .await
+    }
+
+    /// Creates a repository at `store` that shares `source`'s master key,
+    /// chunker parameters, pack size and compression, under its own
+    /// password and its own repository id: packs, index files, snapshots,
+    /// WAL records and restore points of the source are valid here byte
+    /// for byte, so `sync` copies them without opening a blob. Refuses a
+    /// location that holds a repository, as `init` does.
+    pub async fn init_copy_of(
+        store: Store,
+        password: &[u8],
+        cost: KdfCost,
+        cache_root: &Path,
+        source: &Repo,
+    ) -> Result<Repo> {
+        let key = MasterKey::from_bytes(&source.key.to_bytes())?;
+        // A new id: the catalog cache and the sync state are named by it,
+        // and two repositories with different contents must not share one.
+        let config = Config {
+            id: Id::random(),
+            ..source.config.clone()
+        };
+        Self::init_with(store, password, cost, cache_root, key, config).await
+    }
+
+    /// Whether `other` opens with the same master key and cuts data the
+    /// same way, so that its objects are valid here unchanged.
+    pub fn shares_keys_with(&self, other: &Repo) -> bool {
+        *self.key.to_bytes() == *other.key.to_bytes() && self.config.chunker == other.config.chunker
+    }
+
+    async fn init_with(
+        store: Store,
+        password: &[u8],
+        cost: KdfCost,
+        cache_root: &Path,
+        key: MasterKey,
+        config: Config,
+    ) -> Result<Repo> {
         if store.size(layout::CONFIG).await?.is_some()
             || !store.list(layout::KEYS).await?.is_empty()
         {
@@ -112,8 +160,6 @@ impl Repo {
                 store.location()
             )));
         }
-        let key = MasterKey::generate();
-        let config = Config::generate();
         let key_id = Id::random();
         let kf = KeyFile::wrap(
             &key_id,

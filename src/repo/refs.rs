@@ -103,6 +103,31 @@ pub async fn walk_except(
     Ok(counts)
 }
 
+/// Walks only the snapshots `ids` (those `sync --snapshots` copies), with
+/// their trees, content lists and data blobs.
+pub async fn walk_snapshots(
+    repo: &Repo,
+    ids: &[Id],
+    visit: &mut (dyn FnMut(Reached<'_>) -> Result<()> + Send),
+) -> Result<Counts> {
+    let mut counts = Counts::default();
+    let mut seen = HashSet::new();
+    for sid in ids {
+        counts.snapshots += 1;
+        match repo.read_snapshot(sid).await {
+            Ok(snap) => {
+                visit(Reached::Snapshot(*sid))?;
+                match snap.tree() {
+                    Ok(t) => walk_trees(repo, sid, t, &mut seen, &mut counts, visit).await?,
+                    Err(e) => visit(Reached::Problem(format!("snapshot {sid}: {e}")))?,
+                }
+            }
+            Err(e) => visit(Reached::Problem(e.to_string()))?,
+        }
+    }
+    Ok(counts)
+}
+
 async fn walk_trees(
     repo: &Repo,
     sid: &Id,

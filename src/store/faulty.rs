@@ -17,6 +17,8 @@
 //!
 //! For example `put[data/]=enospc@3` fills the disk at the third pack, and
 //! `put[wal/]=kill@1` kills the process just before it stores a WAL record.
+//! `walden sync` reads the plan for its destination from
+//! `WALDEN_TO_STORE_FAULTS` instead, so a test can fail the destination alone.
 
 use std::sync::Arc;
 use std::sync::Mutex;
