@@ -11,11 +11,14 @@ use walden::error::{Error, Result};
 use walden::maintenance::sync::{self, Selection};
 use walden::repo::Repo;
 
+use super::job::{self, Job, JobArgs};
 use super::output::{human_bytes, print_json};
 use super::settings::{ConfigFile, Settings, open_store, read_config, read_secret_file};
 
 #[derive(Args)]
 pub struct SyncArgs {
+    #[command(flatten)]
+    job: JobArgs,
     /// Destination repository: a path, s3://bucket/prefix or
     /// gs://bucket/prefix (else the `repo` of --to-config)
     #[arg(long, value_name = "URL")]
@@ -83,7 +86,13 @@ fn to_password(a: &SyncArgs, file: &ConfigFile) -> Result<zeroize::Zeroizing<Vec
     }
 }
 
-pub async fn run(s: &Settings, a: SyncArgs) -> Result<i32> {
+pub async fn run(s: &Settings, mut a: SyncArgs) -> Result<i32> {
+    let job = Job::start("sync", std::mem::take(&mut a.job));
+    let result = sync_once(s, a, &job).await;
+    job::finish(s, job, result).await
+}
+
+async fn sync_once(s: &Settings, a: SyncArgs, job: &Job) -> Result<i32> {
     let file = match &a.to_config {
         Some(p) => read_config(p)?,
         None => ConfigFile::default(),
@@ -112,6 +121,15 @@ pub async fn run(s: &Settings, a: SyncArgs) -> Result<i32> {
         cache_root: s.cache_dir.clone(),
     };
     let r = sync::run(&src, &dst, &o).await?;
+    job::record(
+        s,
+        &src,
+        &walden::observe::jobs::Success::now(
+            "sync",
+            Some(&walden::config::redact(&url)),
+            job.elapsed(),
+        ),
+    );
     if s.json {
         let mut v = serde_json::to_value(&r).expect("serializes");
         v["to"] = serde_json::Value::String(url);
