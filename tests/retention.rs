@@ -9,7 +9,7 @@ use std::process::Output;
 
 mod common;
 use common::archive::{Archive, pgbench, wait_for};
-use common::bank::{archive_current, balances, ok, restore_and_start, transfers};
+use common::bank::{archive_current, balances, ok, restore_and_start, source, transfers};
 use common::env::{Env, code, stderr};
 use common::pg::{Cluster, hand_over};
 
@@ -34,23 +34,6 @@ fn now_utc(c: &Cluster) -> String {
     c.psql(
         "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
     )
-}
-
-fn source(root: &Path, archive: &Archive) -> Cluster {
-    let dir = root.join("source");
-    hand_over(&dir);
-    let c = Cluster::start(
-        &dir,
-        &format!(
-            "wal_level = replica\narchive_mode = on\n{}",
-            archive.push_command()
-        ),
-    );
-    c.psql(
-        "create table accounts(id int primary key, balance bigint not null);
-         insert into accounts select g, 1000 from generate_series(1, 20) g",
-    );
-    c
 }
 
 fn backup(archive: &Archive, c: &Cluster) -> serde_json::Value {

@@ -11,30 +11,13 @@ use std::process::Output;
 
 mod common;
 use common::archive::Archive;
-use common::bank::{archive_current, balances, ok, restore_and_start, transfers};
+use common::bank::{archive_current, balances, ok, restore_and_start, source, transfers};
 use common::env::{Env, code, stderr};
 use common::pg::{Cluster, hand_over};
 use common::servers::{self, CloudRepo};
 
 /// Every write request (and delete) fails: a sync under this makes none.
 const NO_WRITES: &str = "put=readonly,delete=readonly";
-
-fn source(root: &Path, archive: &Archive) -> Cluster {
-    let dir = root.join("source");
-    hand_over(&dir);
-    let c = Cluster::start(
-        &dir,
-        &format!(
-            "wal_level = replica\narchive_mode = on\n{}",
-            archive.push_command()
-        ),
-    );
-    c.psql(
-        "create table accounts(id int primary key, balance bigint not null);
-         insert into accounts select g, 1000 from generate_series(1, 20) g",
-    );
-    c
-}
 
 fn restore_point(archive: &Archive, c: &Cluster, name: &str) {
     let port = c.port.to_string();

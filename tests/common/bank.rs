@@ -11,6 +11,25 @@ use super::pg::{Cluster, PGBIN, hand_over};
 
 pub const ACCOUNTS: i32 = 20;
 
+/// A cluster in `root/source` archiving into `archive`, with the 20
+/// accounts `transfers` moves money between.
+pub fn source(root: &Path, archive: &Archive) -> Cluster {
+    let dir = root.join("source");
+    hand_over(&dir);
+    let c = Cluster::start(
+        &dir,
+        &format!(
+            "wal_level = replica\narchive_mode = on\n{}",
+            archive.push_command()
+        ),
+    );
+    c.psql(
+        "create table accounts(id int primary key, balance bigint not null);
+         insert into accounts select g, 1000 from generate_series(1, 20) g",
+    );
+    c
+}
+
 pub fn balances(c: &Cluster) -> String {
     c.psql("select string_agg(id || ':' || balance, ',' order by id) from accounts")
 }
