@@ -724,6 +724,63 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// A shell command (a hook) with its secrets replaced by `***`: what
+/// [`redact`] hides in URLs, the word after `Authorization:`, `Bearer`,
+/// `Basic`, `Token` or an `…-Key:`/`…-Token:` header, the password of
+/// `-u`/`--user USER:PASSWORD`, and the value of `NAME=VALUE` words whose
+/// name says secret (token, secret, password, passwd, api key). For
+/// printing settings: the command itself runs unchanged.
+pub fn redact_command(command: &str) -> String {
+    let text = redact(command);
+    let mut out = String::with_capacity(text.len());
+    let mut prev = String::new();
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_matches(|c| c == '\'' || c == '"');
+        let lead = &word[..word.len() - word.trim_start_matches(['\'', '"']).len()];
+        let tail = &word[word.trim_end_matches(['\'', '"']).len()..];
+        let p = prev.to_ascii_lowercase();
+        let scheme = ["bearer", "basic", "token", "digest"];
+        let secret_follows = (p.ends_with("authorization:")
+            && !scheme.contains(&bare.to_ascii_lowercase().as_str()))
+            || scheme.contains(&p.as_str())
+            || (p.ends_with(':') && (p.ends_with("-key:") || p.ends_with("-token:")));
+        if !bare.is_empty() && secret_follows {
+            out.push_str(&format!("{lead}***{tail}"));
+        } else if (p == "-u" || p == "--user") && bare.contains(':') {
+            let user = bare.split_once(':').map_or("", |(u, _)| u);
+            out.push_str(&format!("{lead}{user}:***{tail}"));
+        } else if let Some((name, value)) = bare.split_once('=')
+            && (secret_name(name) || (name == "--user" && value.contains(':')))
+        {
+            let keep = match name {
+                "--user" => value.split_once(':').map_or("", |(u, _)| u).to_string() + ":",
+                _ => String::new(),
+            };
+            out.push_str(&format!("{lead}{name}={keep}***{tail}"));
+        } else {
+            out.push_str(word);
+        }
+        if !bare.is_empty() {
+            prev = bare.to_string();
+        }
+    }
+    out
+}
+
+/// Whether a variable or option name says it holds a secret.
+fn secret_name(name: &str) -> bool {
+    let n = name
+        .trim_start_matches('-')
+        .to_ascii_lowercase()
+        .replace(['-', '_'], "");
+    ["token", "secret", "password", "passwd", "apikey"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
 /// The part of a URL after `scheme://`, redacted.
 fn redact_url_rest(url: &str) -> String {
     let (authority_end, _) = url
@@ -758,6 +815,35 @@ fn redact_url_rest(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hook_commands_lose_their_secrets() {
+        for (cmd, want) in [
+            (
+                "curl -fsS -H 'Authorization: Bearer abc123' https://hc.example/ping",
+                "curl -fsS -H 'Authorization: Bearer ***' https://hc.example/ping",
+            ),
+            (
+                "curl -u alice:s3cret https://x.example/",
+                "curl -u alice:*** https://x.example/",
+            ),
+            (
+                "curl --user=alice:s3cret -H \"X-Api-Key: k9\" https://x.example/",
+                "curl --user=alice:*** -H \"X-Api-Key: ***\" https://x.example/",
+            ),
+            (
+                "SLACK_TOKEN=xoxb-1 notify --password=pw $WALDEN_JOB",
+                "SLACK_TOKEN=*** notify --password=*** $WALDEN_JOB",
+            ),
+            (
+                "curl https://bob:pw@hc.example/ping?key=v",
+                "curl https://bob:***@hc.example/ping?key=***",
+            ),
+            ("logger walden done", "logger walden done"),
+        ] {
+            assert_eq!(redact_command(cmd), want, "{cmd}");
+        }
+    }
     use crate::error::Kind;
 
     fn refused(text: &str) -> String {

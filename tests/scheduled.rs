@@ -154,7 +154,7 @@ fn value(m: &BTreeMap<String, Family>, family: &str, labels: &[(&str, &str)]) ->
     hits[0]
 }
 
-const SERIES: [&str; 10] = [
+const SERIES: [&str; 12] = [
     "walden_backup_last_success_timestamp_seconds",
     "walden_backup_last_duration_seconds",
     "walden_wal_last_archived_timestamp_seconds",
@@ -165,6 +165,8 @@ const SERIES: [&str; 10] = [
     "walden_verify_coverage_ratio",
     "walden_drill_last_success_timestamp_seconds",
     "walden_sync_last_success_timestamp_seconds",
+    "walden_forget_last_success_timestamp_seconds",
+    "walden_prune_last_success_timestamp_seconds",
 ];
 
 /// Store faults that fail every listing but that of the keys, which
@@ -296,6 +298,33 @@ fn metrics_parse_and_hold_what_the_catalog_and_job_records_say() {
     assert!(ratio > 0.0 && ratio < 1.0, "one pack of several: {ratio}");
     let o = e.run(&["verify", "--read-data-subset", "0%"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+
+    // forget and prune are scheduled jobs too: a dry run records nothing,
+    // a real one its success, and --metrics-out writes the file after it.
+    e.ok(&["forget", "--keep-last", "1", "--dry-run"]);
+    let m = parse_exposition(&e.ok(&["metrics"]));
+    assert!(
+        m["walden_forget_last_success_timestamp_seconds"]
+            .samples
+            .is_empty()
+    );
+    let before_forget = now();
+    e.ok(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--metrics-out",
+        prom.to_str().unwrap(),
+    ]);
+    let m = parse_exposition(&std::fs::read_to_string(&prom).unwrap());
+    for name in [
+        "walden_forget_last_success_timestamp_seconds",
+        "walden_prune_last_success_timestamp_seconds",
+    ] {
+        let t = value(&m, name, &[]);
+        assert!(t >= before_forget - 1.0 && t <= now() + 1.0, "{name} {t}");
+    }
 }
 
 /// Awkward label values and help texts survive the text format.

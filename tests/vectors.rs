@@ -614,6 +614,7 @@ fn generate() -> Value {
             symlinks: 1,
             logical_bytes: (raw_blob.len() + zstd_blob.len()) as u64,
             files_read: 1,
+            read_bytes: 0,
             new_blobs: 7,
             new_stored_bytes: entries.iter().map(|e| e.length as u64).sum(),
             new_packs: 1,
@@ -634,6 +635,7 @@ fn generate() -> Value {
             backup_type: "full".into(),
             wal_segment_size: 16 << 20,
             wal_included: false,
+            wal_summaries: None,
         }),
     };
     let snapshot_json = snapshot.encode();

@@ -84,6 +84,10 @@ pub struct BackupArgs {
     /// 2026-01-31T12:00:00Z): to import old copies with their own dates
     #[arg(long, value_parser = humantime::parse_rfc3339_weak, conflicts_with_all = ["pgdata", "from_tar"])]
     time: Option<std::time::SystemTime>,
+    /// Read changed relation files whole even when the server's WAL
+    /// summaries (PostgreSQL 17+, summarize_wal = on) say which pages changed
+    #[arg(long, conflicts_with_all = ["path", "from_tar"])]
+    no_wal_summaries: bool,
     /// After the backup, apply the config file's [retention] policy, as
     /// `forget` without flags does (also with retention.after_backup = true)
     #[arg(long)]
@@ -117,6 +121,7 @@ async fn backup(s: &Settings, a: BackupArgs) -> Result<i32> {
             pgdata,
             connect: a.pg.connect(&s.config.postgres),
             full: a.backup_type == "full",
+            wal_summaries: !a.no_wal_summaries,
             archive_timeout: std::time::Duration::from_secs(a.archive_timeout),
             tags: a.tags,
             progress: s.progress("backup"),

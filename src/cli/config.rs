@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
-use walden::config::{Config, format_percent, redact};
+use walden::config::{Config, format_percent, redact, redact_command};
 use walden::error::{Error, Result};
 use walden::schedule::Job;
 
@@ -46,24 +46,7 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
     let repo = g.repo.clone().or(c.repo.clone());
     insert(&mut top, "repo", repo.as_deref().map(|r| json!(redact(r))));
     if !c.storage.is_empty() {
-        // Endpoints and regions are shown; anything that may be a secret is not.
-        let shown: Map<String, Value> = c
-            .storage
-            .iter()
-            .map(|(k, v)| {
-                let public = k.ends_with("_URL")
-                    || k.ends_with("_REGION")
-                    || k.contains("ENDPOINT")
-                    || k == "STORAGE_EMULATOR_HOST";
-                let v = if public {
-                    redact(v)
-                } else {
-                    "(redacted)".into()
-                };
-                (k.clone(), json!(v))
-            })
-            .collect();
-        top.insert("storage".into(), Value::Object(shown));
+        top.insert("storage".into(), storage(c));
     }
     let password_file = g.password_file.clone().or(c.password_file.clone());
     if std::env::var("WALDEN_PASSWORD").is_ok_and(|p| !p.is_empty()) {
@@ -71,18 +54,7 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
     }
     if let Some(p) = &password_file {
         top.insert("password_file".into(), json!(p.display().to_string()));
-        match std::fs::metadata(p) {
-            Ok(md) => {
-                use std::os::unix::fs::PermissionsExt;
-                if md.permissions().mode() & 0o004 != 0 {
-                    warnings.push(format!(
-                        "password_file {} is readable by every user; chmod o-r it",
-                        p.display()
-                    ));
-                }
-            }
-            Err(e) => warnings.push(format!("password_file {}: {e}", p.display())),
-        }
+        warnings.extend(password_file_warning(p));
     }
     let cache = g
         .cache_dir
@@ -90,7 +62,75 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
         .or(c.cache_dir.clone())
         .unwrap_or_else(default_cache);
     top.insert("cache_dir".into(), json!(cache.display().to_string()));
+    top.insert("postgres".into(), postgres(c, &mut warnings));
+    if let Some(r) = &c.retention {
+        top.insert("retention".into(), retention(r));
+    }
+    if !c.offsite.is_empty() {
+        top.insert("offsite".into(), offsite(c, &password_file));
+    }
+    top.insert("verify".into(), verify(c));
+    top.insert("schedule".into(), schedule(c));
+    let mut m = Map::new();
+    insert(
+        &mut m,
+        "on_success",
+        c.hooks
+            .on_success
+            .as_deref()
+            .map(|h| json!(redact_command(h))),
+    );
+    insert(
+        &mut m,
+        "on_failure",
+        c.hooks
+            .on_failure
+            .as_deref()
+            .map(|h| json!(redact_command(h))),
+    );
+    top.insert("hooks".into(), Value::Object(m));
+    let mut m = Map::new();
+    insert(&mut m, "out", path(&c.metrics.out));
+    top.insert("metrics".into(), Value::Object(m));
+    (Value::Object(top), warnings)
+}
 
+/// `[storage]`: endpoints and regions are shown; anything that may be a
+/// secret is not.
+fn storage(c: &Config) -> Value {
+    let shown: Map<String, Value> = c
+        .storage
+        .iter()
+        .map(|(k, v)| {
+            let public = k.ends_with("_URL")
+                || k.ends_with("_REGION")
+                || k.contains("ENDPOINT")
+                || k == "STORAGE_EMULATOR_HOST";
+            let v = if public {
+                redact(v)
+            } else {
+                "(redacted)".into()
+            };
+            (k.clone(), json!(v))
+        })
+        .collect();
+    Value::Object(shown)
+}
+
+/// A warning when the password file is unreadable or readable by all.
+fn password_file_warning(p: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(p) {
+        Ok(md) if md.permissions().mode() & 0o004 != 0 => Some(format!(
+            "password_file {} is readable by every user; chmod o-r it",
+            p.display()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("password_file {}: {e}", p.display())),
+    }
+}
+
+fn postgres(c: &Config, warnings: &mut Vec<String>) -> Value {
     let pg = &c.postgres;
     let mut m = Map::new();
     insert(&mut m, "pgdata", path(&pg.pgdata));
@@ -106,57 +146,59 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
             d.display()
         ));
     }
-    top.insert("postgres".into(), Value::Object(m));
+    Value::Object(m)
+}
 
-    if let Some(r) = &c.retention {
-        let mut m = Map::new();
-        for (k, v) in [
-            ("keep_last", r.keep_last),
-            ("keep_hourly", r.keep_hourly),
-            ("keep_daily", r.keep_daily),
-            ("keep_weekly", r.keep_weekly),
-            ("keep_monthly", r.keep_monthly),
-            ("keep_yearly", r.keep_yearly),
-        ] {
-            insert(&mut m, k, v.map(|n| json!(n)));
-        }
-        let dur = |d: Option<std::time::Duration>| {
-            d.map(|d| json!(humantime::format_duration(d).to_string()))
-        };
-        insert(&mut m, "keep_within", dur(r.keep_within));
-        if !r.keep_tag.is_empty() {
-            m.insert("keep_tag".into(), json!(r.keep_tag));
-        }
-        insert(&mut m, "pitr_window", dur(r.pitr_window));
-        if !r.group_by.is_empty() {
-            m.insert(
-                "group_by".into(),
-                json!(r.group_by.iter().map(|g| g.name()).collect::<Vec<_>>()),
+fn retention(r: &walden::config::Retention) -> Value {
+    let mut m = Map::new();
+    for (k, v) in [
+        ("keep_last", r.keep_last),
+        ("keep_hourly", r.keep_hourly),
+        ("keep_daily", r.keep_daily),
+        ("keep_weekly", r.keep_weekly),
+        ("keep_monthly", r.keep_monthly),
+        ("keep_yearly", r.keep_yearly),
+    ] {
+        insert(&mut m, k, v.map(|n| json!(n)));
+    }
+    let dur = |d: Option<std::time::Duration>| {
+        d.map(|d| json!(humantime::format_duration(d).to_string()))
+    };
+    insert(&mut m, "keep_within", dur(r.keep_within));
+    if !r.keep_tag.is_empty() {
+        m.insert("keep_tag".into(), json!(r.keep_tag));
+    }
+    insert(&mut m, "pitr_window", dur(r.pitr_window));
+    if !r.group_by.is_empty() {
+        m.insert(
+            "group_by".into(),
+            json!(r.group_by.iter().map(|g| g.name()).collect::<Vec<_>>()),
+        );
+    }
+    m.insert("after_backup".into(), json!(r.after_backup));
+    Value::Object(m)
+}
+
+fn offsite(c: &Config, password_file: &Option<PathBuf>) -> Value {
+    let list: Vec<Value> = c
+        .offsite
+        .iter()
+        .map(|o| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(o.name));
+            m.insert("repo".into(), json!(redact(&o.repo)));
+            insert(
+                &mut m,
+                "password_file",
+                path(&o.password_file.clone().or(password_file.clone())),
             );
-        }
-        m.insert("after_backup".into(), json!(r.after_backup));
-        top.insert("retention".into(), Value::Object(m));
-    }
+            Value::Object(m)
+        })
+        .collect();
+    Value::Array(list)
+}
 
-    if !c.offsite.is_empty() {
-        let list: Vec<Value> = c
-            .offsite
-            .iter()
-            .map(|o| {
-                let mut m = Map::new();
-                m.insert("name".into(), json!(o.name));
-                m.insert("repo".into(), json!(redact(&o.repo)));
-                insert(
-                    &mut m,
-                    "password_file",
-                    path(&o.password_file.clone().or(password_file.clone())),
-                );
-                Value::Object(m)
-            })
-            .collect();
-        top.insert("offsite".into(), Value::Array(list));
-    }
-
+fn verify(c: &Config) -> Value {
     let mut m = Map::new();
     m.insert(
         "read_data_subset".into(),
@@ -168,8 +210,12 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
         c.verify.read_data_budget.map(|b| json!(human_bytes(b))),
     );
     insert(&mut m, "drill_target", path(&c.verify.drill_target));
-    top.insert("verify".into(), Value::Object(m));
+    Value::Object(m)
+}
 
+/// Each job's calendar, where it came from, and why an enabled one does
+/// not run.
+fn schedule(c: &Config) -> Value {
     let mut m = Map::new();
     for job in Job::ALL {
         let when = c
@@ -190,25 +236,7 @@ fn effective(g: &Global, file: &Path, c: &Config) -> (Value, Vec<String>) {
         };
         m.insert(job.name().into(), json!(format!("{when} ({origin}){note}")));
     }
-    top.insert("schedule".into(), Value::Object(m));
-
-    let mut m = Map::new();
-    insert(
-        &mut m,
-        "on_success",
-        c.hooks.on_success.as_deref().map(|h| json!(redact(h))),
-    );
-    insert(
-        &mut m,
-        "on_failure",
-        c.hooks.on_failure.as_deref().map(|h| json!(redact(h))),
-    );
-    top.insert("hooks".into(), Value::Object(m));
-
-    let mut m = Map::new();
-    insert(&mut m, "out", path(&c.metrics.out));
-    top.insert("metrics".into(), Value::Object(m));
-    (Value::Object(top), warnings)
+    Value::Object(m)
 }
 
 /// Settings as TOML: top-level keys, then each table.

@@ -9,6 +9,7 @@ use walden::maintenance::forget::GroupBy;
 use walden::maintenance::policy::{Count, Policy, Span};
 use walden::postgres::forget;
 
+use super::job::{self, Job, JobArgs};
 use super::output::{print_json, short_time};
 use super::prune::PruneArgs;
 use super::settings::Settings;
@@ -72,6 +73,8 @@ pub struct ForgetArgs {
     prune: bool,
     #[command(flatten)]
     prune_args: PruneArgs,
+    #[command(flatten)]
+    job: JobArgs,
 }
 
 impl ForgetArgs {
@@ -173,12 +176,29 @@ fn from_config(r: &walden::config::Retention) -> (Policy, Option<std::time::Dura
     (policy, r.pitr_window)
 }
 
-pub async fn run(s: &Settings, a: ForgetArgs) -> Result<i32> {
-    let o = options(s, &a)?;
+pub async fn run(s: &Settings, mut a: ForgetArgs) -> Result<i32> {
+    let job = Job::start("forget", std::mem::take(&mut a.job));
+    let result = forget_run(s, &a, &job).await;
+    job::finish(s, job, result).await
+}
+
+async fn forget_run(s: &Settings, a: &ForgetArgs, job: &Job) -> Result<i32> {
+    let o = options(s, a)?;
     let repo = walden::repo::Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
     let prune = a.prune.then(|| a.prune_args.options(s, a.dry_run));
     let (report, pruned) = forget::run(&repo, &o, prune).await?;
     print(s, &report, pruned.as_ref());
+    if !a.dry_run {
+        let success = walden::observe::jobs::Success::now("forget", None, job.elapsed());
+        job::record(s, &repo, &success);
+        if a.prune {
+            job::record(
+                s,
+                &repo,
+                &walden::observe::jobs::Success::now("prune", None, job.elapsed()),
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -64,15 +64,24 @@ pub fn print_backup(json_out: bool, id: &Id, snap: &Snapshot) {
             pg.start_wal,
             pg.stop_wal
         );
+        match &pg.wal_summaries {
+            Some(u) if u.used => println!("  changed pages chosen by WAL summaries: {}", u.note),
+            Some(u) => println!(
+                "  WAL summaries not used ({}): changed files were read whole",
+                u.note
+            ),
+            None => {}
+        }
     }
     println!(
-        "  {} files ({} read, {} unchanged), {} dirs, {} symlinks, {}",
+        "  {} files ({} read, {} unchanged), {} dirs, {} symlinks, {}; {} read from disk",
         m.files,
         m.files_read,
         m.files.saturating_sub(m.files_read),
         m.dirs,
         m.symlinks,
-        human_bytes(m.logical_bytes)
+        human_bytes(m.logical_bytes),
+        human_bytes(m.read_bytes)
     );
     println!(
         "  added {} in {} new blobs and {} packs, in {:.1}s",

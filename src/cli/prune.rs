@@ -5,6 +5,7 @@ use clap::Args;
 use walden::error::Result;
 use walden::maintenance::prune;
 
+use super::job::{self, Job, JobArgs};
 use super::output::{human_bytes, print_json};
 use super::settings::Settings;
 
@@ -33,6 +34,7 @@ impl PruneArgs {
             work_dir: s.cache_dir.clone(),
             except: Default::default(),
             complete: Default::default(),
+            progress: s.progress("prune"),
         }
     }
 }
@@ -73,11 +75,23 @@ pub struct PruneCommand {
     /// Decide and report; change nothing
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    job: JobArgs,
 }
 
-pub async fn run(s: &Settings, a: PruneCommand) -> Result<i32> {
+pub async fn run(s: &Settings, mut a: PruneCommand) -> Result<i32> {
+    let job = Job::start("prune", std::mem::take(&mut a.job));
+    let result = prune_run(s, &a, &job).await;
+    job::finish(s, job, result).await
+}
+
+async fn prune_run(s: &Settings, a: &PruneCommand, job: &Job) -> Result<i32> {
     let repo = walden::repo::Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
     let report = prune::run(&repo, &a.prune.options(s, a.dry_run)).await?;
+    if !a.dry_run {
+        let success = walden::observe::jobs::Success::now("prune", None, job.elapsed());
+        job::record(s, &repo, &success);
+    }
     print_report(s, &report);
     Ok(0)
 }

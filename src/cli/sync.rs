@@ -119,8 +119,10 @@ async fn sync_once(s: &Settings, a: SyncArgs, job: &Job) -> Result<i32> {
         verify: a.verify,
         recheck: a.recheck,
         cache_root: s.cache_dir.clone(),
+        progress: s.progress("sync"),
     };
     let r = sync::run(&src, &dst, &o).await?;
+    o.progress.finish();
     job::record(
         s,
         &src,

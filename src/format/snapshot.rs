@@ -20,6 +20,11 @@ pub struct Summary {
     pub logical_bytes: u64,
     /// Files whose content was read (not reused from the parent by metadata).
     pub files_read: u64,
+    /// Bytes read from those files: less than their size when only the
+    /// pages WAL summaries name were read. 0 in snapshots written before
+    /// the field existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_bytes: u64,
     pub new_blobs: u64,
     /// Bytes of new blob envelopes this backup added to the repository.
     pub new_stored_bytes: u64,
@@ -31,6 +36,10 @@ pub struct Summary {
     /// What could not be backed up and was left out, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// What a PostgreSQL base backup records about the cluster and the backup.
@@ -57,6 +66,21 @@ pub struct PgBackup {
     /// the backup is consistent without the archive.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wal_included: bool,
+    /// For an incremental backup of PostgreSQL 17 or later: whether the
+    /// server's WAL summaries chose which pages were read, and if not, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_summaries: Option<SummaryUse>,
+}
+
+/// How an incremental backup used the server's WAL summaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryUse {
+    /// Only the pages the summaries name (and what PostgreSQL's rules read
+    /// whole) were read from changed relation files.
+    pub used: bool,
+    /// What was used ("2 summary files, 0/5000028 to 0/9000060, 1234 rows"),
+    /// or why not ("summarize_wal is off"): changed files were read whole.
+    pub note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -57,6 +57,8 @@ pub struct Options {
     /// in this run): when nothing names them, they go without waiting out
     /// the grace period.
     pub complete: HashSet<Id>,
+    /// Counts the bytes of the packs repacked.
+    pub progress: crate::observe::progress::Progress,
 }
 
 /// What a prune did (or, with `dry_run`, would do).
@@ -237,7 +239,15 @@ pub async fn run_locked(repo: &Repo, o: &Options) -> Result<Report> {
         report.seconds = began.elapsed().as_secs_f64();
         return Ok(report);
     }
-    let written = repack(repo, &decision.repack, &live, &mut report).await?;
+    o.progress.set_total(
+        decision
+            .repack
+            .iter()
+            .filter_map(|p| listed.get(p).map(|(s, _)| *s))
+            .sum(),
+    );
+    let written = repack(repo, &decision.repack, &live, &o.progress, &mut report).await?;
+    o.progress.finish();
     rewrite_indexes(repo, &decision, &uses, &mut report).await?;
     let mut gone: HashSet<Id> = decision.delete.iter().copied().collect();
     gone.extend(decision.repack.iter().copied());
@@ -478,7 +488,13 @@ fn decide(
 
 /// Step 3's repacking: the live blobs of `packs` into new packs and one new
 /// index file. Returns the bytes written.
-async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) -> Result<u64> {
+async fn repack(
+    repo: &Repo,
+    packs: &[Id],
+    live: &LiveSet,
+    progress: &crate::observe::progress::Progress,
+    report: &mut Report,
+) -> Result<u64> {
     if packs.is_empty() {
         return Ok(0);
     }
@@ -508,6 +524,7 @@ async fn repack(repo: &Repo, packs: &[Id], live: &LiveSet, report: &mut Report) 
         if let Some(p) = next.next() {
             fetches.push_back(fetch(p));
         }
+        progress.advance(bytes.len() as u64);
         // The pack's name is the hash of its bytes: checked before any of
         // it is copied.
         let entries = pack::decode(repo.key(), pid, &bytes).map_err(|e| {
@@ -698,6 +715,7 @@ mod tests {
             work_dir: PathBuf::new(),
             except: Default::default(),
             complete: HashSet::new(),
+            progress: crate::observe::progress::Progress::hidden(),
         }
     }
 

@@ -25,6 +25,8 @@
 //! | `walden_verify_coverage_ratio` | — | the share of the repository's stored data that verifies have read back and checked in the current cycle: `--read-data` reads it all (1); runs of `--read-data-subset` move on through the packs in id order, and the cycle starts over, near 0, when a run passes the last pack | ratio, 0 to 1 |
 //! | `walden_drill_last_success_timestamp_seconds` | — | when the newest restore drill ended with a server that started and answered | Unix seconds |
 //! | `walden_sync_last_success_timestamp_seconds` | `destination` | when the newest sync to the offsite destination (its URL, without credentials) completed | Unix seconds |
+//! | `walden_forget_last_success_timestamp_seconds` | — | when the newest `forget` (not a dry run) ended | Unix seconds |
+//! | `walden_prune_last_success_timestamp_seconds` | — | when the newest prune (`prune`, or `forget --prune`; not a dry run) ended | Unix seconds |
 //!
 //! A series that has never had a value (no backup yet, no verify yet) is
 //! left out rather than written as 0, so that an alert on its age does not
@@ -92,8 +94,19 @@ pub const SYNC_LAST_SUCCESS: Series = Series {
     labels: &["destination"],
 };
 
+pub const FORGET_LAST_SUCCESS: Series = Series {
+    name: "walden_forget_last_success_timestamp_seconds",
+    help: "Unix time at which the newest forget (not a dry run) ended.",
+    labels: &[],
+};
+pub const PRUNE_LAST_SUCCESS: Series = Series {
+    name: "walden_prune_last_success_timestamp_seconds",
+    help: "Unix time at which the newest prune (not a dry run) ended.",
+    labels: &[],
+};
+
 /// Every series walden exports, in the order it writes them.
-pub const SERIES: [Series; 10] = [
+pub const SERIES: [Series; 12] = [
     BACKUP_LAST_SUCCESS,
     BACKUP_LAST_DURATION,
     WAL_LAST_ARCHIVED,
@@ -104,6 +117,8 @@ pub const SERIES: [Series; 10] = [
     VERIFY_COVERAGE,
     DRILL_LAST_SUCCESS,
     SYNC_LAST_SUCCESS,
+    FORGET_LAST_SUCCESS,
+    PRUNE_LAST_SUCCESS,
 ];
 
 /// Example Prometheus alerting rules on walden's series (a rule file for

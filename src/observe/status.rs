@@ -190,6 +190,15 @@ impl Status {
                 f.sample(&[("destination", dest)], s.finished_unix()?)?;
             }
         }
+        for (series, job) in [
+            (&metrics::FORGET_LAST_SUCCESS, "forget"),
+            (&metrics::PRUNE_LAST_SUCCESS, "prune"),
+        ] {
+            let f = e.series(series)?;
+            if let Some(j) = self.jobs.iter().find(|j| j.job == job) {
+                f.sample(&[], j.finished_unix()?)?;
+            }
+        }
         Ok(e)
     }
 }

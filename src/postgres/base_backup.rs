@@ -5,7 +5,9 @@
 //! snapshot is written only once the WAL file holding the stop LSN is in the
 //! repository, so every listed backup can be restored. A backup is
 //! incremental (unchanged files are not read again) when an earlier backup of
-//! the same cluster exists, unless a full one is asked for; either way each
+//! the same cluster exists, unless a full one is asked for; on PostgreSQL
+//! 17+ with `summarize_wal` on, a changed relation file is read only where
+//! the WAL summaries say it changed (`changed_blocks`). Either way each
 //! snapshot is complete on its own.
 
 use std::path::PathBuf;
@@ -13,12 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::{PgBackup, Snapshot};
+use crate::format::snapshot::{PgBackup, Snapshot, SummaryUse};
 use crate::id::Id;
+use crate::pg::summary::{BlockChanges, FilePlan};
 use crate::pg::walname::WalName;
+use crate::postgres::changed_blocks;
 use crate::postgres::cluster::{Cluster, ConnectOptions};
 use crate::repo::{Repo, host_name};
-use crate::snapshot::backup::{self, AfterWalk, BackupOptions, Decision, Parent, Rules};
+use crate::snapshot::backup::{
+    self, AfterWalk, BackupOptions, ChangedPages, Decision, Parent, Rules,
+};
 
 #[derive(Debug, Clone)]
 pub struct PgBackupOptions {
@@ -26,6 +32,9 @@ pub struct PgBackupOptions {
     pub connect: ConnectOptions,
     /// Read every file, even those unchanged since the last backup.
     pub full: bool,
+    /// On PostgreSQL 17+ with `summarize_wal = on`, read only the pages of
+    /// changed relation files that the WAL summaries name.
+    pub wal_summaries: bool,
     /// How long to wait for the stop LSN's WAL file to reach the repository.
     pub archive_timeout: Duration,
     pub tags: Vec<String>,
@@ -119,6 +128,18 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
         ))
         .await?;
     let timeline = WalName::parse(&start.wal)?.timeline;
+    let (changes, summary_use) = match parent.as_ref().and_then(|(_, p)| p.postgres.as_ref()) {
+        Some(pp) if cluster.major().wal_summaries => {
+            changed_pages(&cluster, pp, timeline, &start.lsn, opts.wal_summaries).await?
+        }
+        _ => (None, None),
+    };
+    if let Some(u) = summary_use.as_ref().filter(|u| !u.used) {
+        tracing::warn!(
+            "WAL summaries not used ({}): changed files are read whole",
+            u.note
+        );
+    }
     let backup_opts = BackupOptions {
         path: pgdata,
         parent: match &parent {
@@ -132,6 +153,7 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
                 true => Some(crate::pg::page::parse_lsn(&start.lsn)?),
                 false => None,
             },
+            changes,
         }),
         progress: opts.progress.clone(),
     };
@@ -161,10 +183,46 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
                 backup_type: backup_type.to_string(),
                 wal_segment_size: info.wal_segment_size,
                 wal_included: false,
+                wal_summaries: summary_use,
             }),
         })
     };
     backup::run_with(repo, backup_opts, after).await
+}
+
+/// How long a backup waits for the WAL summarizer to reach its start.
+const SUMMARIZER_WAIT: Duration = Duration::from_secs(30);
+
+/// The blocks changed since `parent` by the WAL summaries, when the server
+/// has them and they are wanted; and what the snapshot says of it.
+async fn changed_pages(
+    cluster: &Cluster,
+    parent: &PgBackup,
+    timeline: u32,
+    start_lsn: &str,
+    wanted: bool,
+) -> Result<(Option<BlockChanges>, Option<SummaryUse>)> {
+    if !wanted {
+        let note = "not asked for (--no-wal-summaries)".to_string();
+        return Ok((None, Some(SummaryUse { used: false, note })));
+    }
+    let start = crate::pg::lsn::Lsn::parse(start_lsn)?.0;
+    Ok(
+        match changed_blocks::since_parent(cluster, parent, timeline, start, SUMMARIZER_WAIT).await
+        {
+            changed_blocks::Outcome::Used { changes, files } => {
+                let note = format!(
+                    "{files} summary file(s), {} to {start_lsn}, {} row(s)",
+                    parent.start_lsn,
+                    changes.rows()
+                );
+                (Some(changes), Some(SummaryUse { used: true, note }))
+            }
+            changed_blocks::Outcome::NotUsed(note) => {
+                (None, Some(SummaryUse { used: false, note }))
+            }
+        },
+    )
 }
 
 /// How a data directory is backed up: PostgreSQL's own exclusions,
@@ -173,6 +231,8 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
 struct DataDirectory {
     /// Check pages older than this LSN (the backup's start).
     verify_pages_before: Option<u64>,
+    /// The blocks changed since the parent backup, from WAL summaries.
+    changes: Option<BlockChanges>,
 }
 
 impl Rules for DataDirectory {
@@ -200,5 +260,18 @@ impl Rules for DataDirectory {
         let start = self.verify_pages_before?;
         let blkno = crate::pg::page::first_block(rel).saturating_add(index as u32);
         crate::pg::page::is_damaged(block, blkno, start).then(|| format!("{rel} block {blkno}"))
+    }
+
+    fn changed_pages(&self, rel: &str, size: u64) -> ChangedPages {
+        let Some(c) = &self.changes else {
+            return ChangedPages::Any;
+        };
+        match c.plan(rel, size, crate::pg::page::PAGE_SIZE) {
+            FilePlan::Whole(_) => ChangedPages::Any,
+            FilePlan::Blocks { blocks, from } => ChangedPages::Only {
+                pages: blocks,
+                from,
+            },
+        }
     }
 }

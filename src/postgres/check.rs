@@ -380,34 +380,6 @@ async fn round_trip(
     opts: &CheckOptions,
     command_ok: bool,
 ) -> (Item, Option<String>) {
-    let sysid: u64 = match info.system_identifier.parse() {
-        Ok(n) => n,
-        Err(_) => {
-            return (
-                Item::failed(
-                    "archive",
-                    Kind::Internal,
-                    format!("system identifier {:?}", info.system_identifier),
-                    "report this",
-                ),
-                None,
-            );
-        }
-    };
-    let segment = match cluster.switch_wal(info.wal_segment_size).await {
-        Ok(s) => s,
-        Err(e) => {
-            return (
-                Item::failed(
-                    "archive",
-                    e.kind(),
-                    format!("could not switch WAL: {e}"),
-                    "connect as a superuser, or GRANT EXECUTE ON FUNCTION pg_switch_wal() to the check's user",
-                ),
-                None,
-            );
-        }
-    };
     let fix = if command_ok {
         format!(
             "archive_command must push into this repository ({}): use '{}', and see PostgreSQL's log for its errors",
@@ -420,63 +392,79 @@ async fn round_trip(
             opts.suggested_archive_command
         )
     };
-    let name = match WalName::parse(&segment) {
-        Ok(n) => n,
-        Err(e) => return (Item::failed("archive", e.kind(), e.to_string(), fix), None),
+    let (sysid, segment, name) = match switched_segment(cluster, info, &fix).await {
+        Ok(s) => s,
+        Err(item) => return (item, None),
     };
+    let item = wait_for_segment(repo, cluster, opts, sysid, &segment, &name, &fix).await;
+    (item, Some(segment))
+}
+
+/// Switches WAL; the cluster's system identifier and the segment just
+/// completed, or the failed item.
+async fn switched_segment(
+    cluster: &Cluster,
+    info: &crate::postgres::cluster::ClusterInfo,
+    fix: &str,
+) -> std::result::Result<(u64, String, WalName), Item> {
+    let Ok(sysid) = info.system_identifier.parse::<u64>() else {
+        return Err(Item::failed(
+            "archive",
+            Kind::Internal,
+            format!("system identifier {:?}", info.system_identifier),
+            "report this",
+        ));
+    };
+    let segment = cluster
+        .switch_wal(info.wal_segment_size)
+        .await
+        .map_err(|e| {
+            Item::failed(
+                "archive",
+                e.kind(),
+                format!("could not switch WAL: {e}"),
+                "connect as a superuser, or GRANT EXECUTE ON FUNCTION pg_switch_wal() to the check's user",
+            )
+        })?;
+    let name = WalName::parse(&segment)
+        .map_err(|e| Item::failed("archive", e.kind(), e.to_string(), fix))?;
+    Ok((sysid, segment, name))
+}
+
+/// Waits, at most `--archive-timeout`, for the WAL record of `segment` in
+/// this repository.
+async fn wait_for_segment(
+    repo: &Repo,
+    cluster: &Cluster,
+    opts: &CheckOptions,
+    sysid: u64,
+    segment: &str,
+    name: &WalName,
+    fix: &str,
+) -> Item {
     let started = Instant::now();
     let deadline = started + opts.archive_timeout;
     let mut last_stats = Instant::now();
     loop {
-        match crate::postgres::wal::read_record(repo, sysid, &name).await {
+        match crate::postgres::wal::read_record(repo, sysid, name).await {
             Ok(_) => {
-                return (
-                    Item::ok(
-                        "archive",
-                        format!(
-                            "WAL file {segment}, switched now, reached this repository in {:.1}s",
-                            started.elapsed().as_secs_f64()
-                        ),
+                return Item::ok(
+                    "archive",
+                    format!(
+                        "WAL file {segment}, switched now, reached this repository in {:.1}s",
+                        started.elapsed().as_secs_f64()
                     ),
-                    Some(segment),
                 );
             }
             Err(e) if e.is_not_archived() => {}
             Err(e) => {
-                return (
-                    Item::failed("archive", e.kind(), format!("WAL file {segment}: {e}"), fix),
-                    Some(segment),
-                );
+                return Item::failed("archive", e.kind(), format!("WAL file {segment}: {e}"), fix);
             }
         }
-        // PostgreSQL says it archived the segment, yet the record is not
-        // here (read again after the statistics, which come after the
-        // archive_command returned): it went somewhere else.
         if last_stats.elapsed() >= Duration::from_millis(500) {
             last_stats = Instant::now();
-            if let Ok(st) = cluster.archiver_status().await
-                && st
-                    .last_archived_wal
-                    .as_deref()
-                    .is_some_and(|w| w.len() == 24 && w >= segment.as_str())
-                && crate::postgres::wal::read_record(repo, sysid, &name)
-                    .await
-                    .is_err_and(|e| e.is_not_archived())
-            {
-                return (
-                    Item::failed(
-                        "archive",
-                        Kind::NotFound,
-                        format!(
-                            "PostgreSQL archived WAL file {segment} (pg_stat_archiver's last_archived_wal is {}), \
-                             but not into this repository ({}): archive_command pushes elsewhere",
-                            st.last_archived_wal.unwrap_or_default(),
-                            repo.store().location()
-                        ),
-                        fix,
-                    ),
-                    Some(segment),
-                );
+            if let Some(item) = archived_elsewhere(repo, cluster, sysid, segment, name, fix).await {
+                return item;
             }
         }
         if Instant::now() >= deadline {
@@ -485,22 +473,55 @@ async fn round_trip(
                 Ok(None) => "; PostgreSQL's archiver reports no failure".into(),
                 Err(e) => format!("; pg_stat_archiver could not be read: {e}"),
             };
-            return (
-                Item::failed(
-                    "archive",
-                    Kind::Unavailable,
-                    format!(
-                        "WAL file {segment}, switched now, did not reach this repository ({}) within {}s{archiver}",
-                        repo.store().location(),
-                        opts.archive_timeout.as_secs()
-                    ),
-                    fix,
+            return Item::failed(
+                "archive",
+                Kind::Unavailable,
+                format!(
+                    "WAL file {segment}, switched now, did not reach this repository ({}) within {}s{archiver}",
+                    repo.store().location(),
+                    opts.archive_timeout.as_secs()
                 ),
-                Some(segment),
+                fix,
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// PostgreSQL says it archived the segment, yet the record is not here
+/// (read again after the statistics, which come after the archive_command
+/// returned): it went somewhere else.
+async fn archived_elsewhere(
+    repo: &Repo,
+    cluster: &Cluster,
+    sysid: u64,
+    segment: &str,
+    name: &WalName,
+    fix: &str,
+) -> Option<Item> {
+    let st = cluster.archiver_status().await.ok()?;
+    let archived = st
+        .last_archived_wal
+        .as_deref()
+        .is_some_and(|w| w.len() == 24 && w >= segment);
+    if !archived
+        || !crate::postgres::wal::read_record(repo, sysid, name)
+            .await
+            .is_err_and(|e| e.is_not_archived())
+    {
+        return None;
+    }
+    Some(Item::failed(
+        "archive",
+        Kind::NotFound,
+        format!(
+            "PostgreSQL archived WAL file {segment} (pg_stat_archiver's last_archived_wal is {}), \
+             but not into this repository ({}): archive_command pushes elsewhere",
+            st.last_archived_wal.unwrap_or_default(),
+            repo.store().location()
+        ),
+        fix,
+    ))
 }
 
 async fn archiver_item(cluster: &Cluster) -> Item {

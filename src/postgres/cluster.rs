@@ -2,7 +2,7 @@
 //! (tokio-postgres): what a base backup asks of the server — its version,
 //! system identifier, data directory and WAL segment size — and the backup
 //! API, which must start and stop on the same session, and named restore
-//! points. What differs between
+//! points, and the WAL summaries of 17+. What differs between
 //! server versions (function names before and after PostgreSQL 15) is
 //! decided here and nowhere else.
 
@@ -126,6 +126,11 @@ impl Cluster {
             version_num,
             major,
         })
+    }
+
+    /// What this server's major does differently.
+    pub fn major(&self) -> &'static crate::pg::version::Major {
+        self.major
     }
 
     pub async fn info(&self) -> Result<ClusterInfo> {
@@ -306,6 +311,83 @@ impl Cluster {
             .await
             .map_err(|e| pg_err("clock_timestamp", e))?;
         Ok(row.get(0))
+    }
+
+    /// How far the WAL summarizer has got: its timeline and the LSN up to
+    /// which summaries are written (`pg_get_wal_summarizer_state()`, 17+).
+    pub async fn summarized_upto(&self) -> Result<(u32, u64)> {
+        let row = self
+            .client
+            .query_one(
+                "select summarized_tli, summarized_lsn::text from pg_get_wal_summarizer_state()",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("pg_get_wal_summarizer_state", e))?;
+        let lsn = crate::pg::lsn::Lsn::parse(row.get::<_, &str>(1))?;
+        Ok((row.get::<_, i64>(0) as u32, lsn.0))
+    }
+
+    /// Every WAL summary file the server has (`pg_available_wal_summaries()`).
+    pub async fn summary_files(&self) -> Result<Vec<crate::pg::summary::SummaryFile>> {
+        let rows = self
+            .client
+            .query(
+                "select tli, start_lsn::text, end_lsn::text from pg_available_wal_summaries()",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("pg_available_wal_summaries", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::pg::summary::SummaryFile {
+                    timeline: r.get::<_, i64>(0) as u32,
+                    start: crate::pg::lsn::Lsn::parse(r.get::<_, &str>(1))?.0,
+                    end: crate::pg::lsn::Lsn::parse(r.get::<_, &str>(2))?.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the rows of one summary file (`pg_wal_summary_contents()`) to
+    /// `into`. Rows are streamed: a summary of a busy day can name millions
+    /// of blocks, and only their 4-byte numbers are kept.
+    pub async fn summary_rows(
+        &self,
+        file: &crate::pg::summary::SummaryFile,
+        into: &mut crate::pg::summary::BlockChanges,
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let lsn = |v: u64| crate::pg::lsn::Lsn(v).to_string();
+        let (tli, start, end) = (i64::from(file.timeline), lsn(file.start), lsn(file.end));
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tli, &start, &end];
+        let rows = self
+            .client
+            .query_raw(
+                "select relfilenode, reltablespace, reldatabase, relforknumber, relblocknumber, is_limit_block
+                   from pg_wal_summary_contents($1::bigint, $2::text::pg_lsn, $3::text::pg_lsn)",
+                params,
+            )
+            .await
+            .map_err(|e| pg_err("pg_wal_summary_contents", e))?;
+        futures_util::pin_mut!(rows);
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| pg_err("pg_wal_summary_contents", e))?
+        {
+            into.add(crate::pg::summary::SummaryRow {
+                fork: crate::pg::summary::RelFork {
+                    relfilenode: r.get(0),
+                    tablespace: r.get(1),
+                    database: r.get(2),
+                    fork: r.get(3),
+                },
+                block: r.get::<_, i64>(4) as u32,
+                is_limit: r.get(5),
+            });
+        }
+        Ok(())
     }
 
     /// Creates a named restore point; returns its LSN and the timeline it

@@ -1,5 +1,6 @@
 //! The PostgreSQL use cases: talking to a live server ([`cluster`]), online
-//! base backups ([`base_backup`]) and base backups read from a
+//! base backups ([`base_backup`], reading only the blocks WAL summaries say
+//! changed: [`changed_blocks`]) and base backups read from a
 //! `pg_basebackup` tar stream ([`tar_ingest`]), archiving and fetching WAL
 //! ([`wal`]), the archive as a whole ([`wal_archive`]), restoring a backup
 //! for recovery to a target ([`recovery`]), what the repository can bring
@@ -8,6 +9,7 @@
 //! lives in `pg`; generic tree backup and restore in `snapshot`.
 
 pub mod base_backup;
+pub mod changed_blocks;
 pub mod check;
 pub mod cluster;
 pub mod drill;

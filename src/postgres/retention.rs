@@ -195,6 +195,7 @@ mod tests {
             backup_type: "full".into(),
             wal_segment_size: 16 << 20,
             wal_included: false,
+            wal_summaries: None,
         }
     }
 

@@ -80,6 +80,22 @@ pub trait Rules: Send + Sync {
     fn damaged_block(&self, _rel: &str, _index: u64, _block: &[u8]) -> Option<String> {
         None
     }
+    /// Which pages of the paged file `rel` (`size` bytes now) can differ
+    /// from its copy in the parent snapshot; the others are taken from the
+    /// parent's map without being read.
+    fn changed_pages(&self, _rel: &str, _size: u64) -> ChangedPages {
+        ChangedPages::Any
+    }
+}
+
+/// Which pages of a paged file can differ from the parent's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangedPages {
+    /// Any of them: every page is read.
+    Any,
+    /// Only `pages` (sorted page numbers within the file) and every page at
+    /// or past `from` (or past the parent's copy).
+    Only { pages: Vec<u32>, from: u32 },
 }
 
 /// The rules of a plain directory backup: everything, as it is.
@@ -137,6 +153,9 @@ struct FileContent {
     ids: Vec<Id>,
     paged: bool,
     size: u64,
+    /// Bytes read from the file (less than `size` when only changed pages
+    /// were read).
+    read_bytes: u64,
     /// Blocks that failed their check, read twice: "base/5/1259 block 3".
     bad_blocks: Vec<String>,
 }
@@ -241,12 +260,14 @@ fn read_file(
         ids,
         paged: false,
         size,
+        read_bytes: size,
         bad_blocks: Vec::new(),
     }))
 }
 
 /// Reads a file made of pages, checking each, and stores the pages that
-/// differ from its parent's map.
+/// differ from its parent's map. When the rules know which pages can have
+/// changed since the parent (`Rules::changed_pages`), only those are read.
 fn read_paged(
     session: &SessionHandle,
     rules: &dyn Rules,
@@ -255,7 +276,6 @@ fn read_paged(
     page_size: usize,
     progress: &Progress,
 ) -> Result<Option<FileContent>> {
-    use std::os::unix::fs::FileExt;
     let path = &job.path;
     let Some(f) = open_for_reading(path)? else {
         return Ok(None);
@@ -275,49 +295,175 @@ fn read_paged(
         },
         None => None,
     };
-    let mut w = super::paged::PagedWriter::new(session, page_size, parent);
-    let mut size = 0u64;
-    let mut bad_blocks = Vec::new();
-    // Large reads, pages taken as slices of them: no copy or allocation
-    // per page.
-    let mut buf = vec![0u8; (1 << 20) / page_size * page_size];
-    let mut index = 0u64;
-    loop {
-        let n = read_full(&f, &mut buf).map_err(|e| Error::io(path.display(), e))?;
-        if n == 0 {
-            break;
-        }
-        progress.advance(n as u64);
-        for page in buf[..n].chunks(page_size) {
-            let mut again = Vec::new();
-            let mut page = page;
-            if rules.damaged_block(&job.rel, index, page).is_some() {
-                // A page can be caught mid-write: read it once more, as
-                // PostgreSQL's own base backup does, and keep the second read.
-                again.resize(page.len(), 0);
-                if f.read_exact_at(&mut again, index * page_size as u64)
-                    .is_ok()
-                {
-                    page = &again;
+    let known = match &parent {
+        Some(_) => {
+            let len = f
+                .metadata()
+                .map_err(|e| Error::io(path.display(), e))?
+                .len();
+            match rules.changed_pages(&job.rel, len) {
+                ChangedPages::Only { pages, from } if len.is_multiple_of(page_size as u64) => {
+                    Some((len / page_size as u64, pages, from))
                 }
-                if let Some(what) = rules.damaged_block(&job.rel, index, page) {
-                    bad_blocks.push(what);
-                }
+                _ => None,
             }
-            size += page.len() as u64;
-            w.push(page)?;
-            index += 1;
         }
-        if n < buf.len() {
-            break;
+        None => None,
+    };
+    let mut pages = PageReader {
+        f: &f,
+        rules,
+        job,
+        page_size,
+        bad_blocks: Vec::new(),
+        read_bytes: 0,
+    };
+    let mut w = super::paged::PagedWriter::new(session, page_size, parent);
+    let size = match known {
+        Some((count, changed, from)) => {
+            pages.read_changed(&mut w, count, &changed, from, progress)?
         }
-    }
+        None => pages.read_all(&mut w, progress)?,
+    };
     Ok(Some(FileContent {
         ids: w.finish()?,
         paged: true,
         size,
-        bad_blocks,
+        read_bytes: pages.read_bytes,
+        bad_blocks: pages.bad_blocks,
     }))
+}
+
+/// Reads a paged file's pages into its writer, checking each.
+struct PageReader<'a> {
+    f: &'a File,
+    rules: &'a dyn Rules,
+    job: &'a ReadJob,
+    page_size: usize,
+    bad_blocks: Vec<String>,
+    read_bytes: u64,
+}
+
+impl PageReader<'_> {
+    /// Every page, in large sequential reads; returns the file's size.
+    fn read_all(&mut self, w: &mut super::paged::PagedWriter, progress: &Progress) -> Result<u64> {
+        let mut size = 0u64;
+        // Large reads, pages taken as slices of them: no copy or
+        // allocation per page.
+        let mut buf = vec![0u8; (1 << 20) / self.page_size * self.page_size];
+        let mut index = 0u64;
+        loop {
+            let n =
+                read_full(self.f, &mut buf).map_err(|e| Error::io(self.job.path.display(), e))?;
+            if n == 0 {
+                break;
+            }
+            progress.advance(n as u64);
+            self.read_bytes += n as u64;
+            for page in buf[..n].chunks(self.page_size) {
+                self.take(w, index, page)?;
+                size += page.len() as u64;
+                index += 1;
+            }
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok(size)
+    }
+
+    /// Only `changed` (sorted page numbers) and the pages at or past
+    /// `from` or past the parent's copy, of a file of `count` pages; the
+    /// others are the parent's. Consecutive pages are read together.
+    /// Returns the file's size.
+    fn read_changed(
+        &mut self,
+        w: &mut super::paged::PagedWriter,
+        count: u64,
+        changed: &[u32],
+        from: u32,
+        progress: &Progress,
+    ) -> Result<u64> {
+        const RUN: u64 = 128;
+        let from = u64::from(from).min(w.parent_len() as u64);
+        let must = |i: u64| i >= from || changed.binary_search(&(i as u32)).is_ok();
+        let ps = self.page_size as u64;
+        let mut buf = Vec::new();
+        let mut i = 0u64;
+        while i < count {
+            if !must(i) {
+                let r = w
+                    .parent_page(i as usize)
+                    .expect("below the parent's length");
+                w.reuse(r);
+                i += 1;
+                continue;
+            }
+            let mut end = i + 1;
+            while end < count && end - i < RUN && must(end) {
+                end += 1;
+            }
+            buf.resize(((end - i) * ps) as usize, 0);
+            let n = read_at_most(self.f, &mut buf, i * ps)
+                .map_err(|e| Error::io(self.job.path.display(), e))?;
+            self.read_bytes += n as u64;
+            // A file cut short since it was measured: what is gone is gone.
+            for (k, page) in buf[..n].chunks(self.page_size).enumerate() {
+                self.take(w, i + k as u64, page)?;
+            }
+            if n < buf.len() {
+                let got = i * ps + n as u64;
+                progress.advance(got);
+                return Ok(got);
+            }
+            i = end;
+        }
+        progress.advance(count * ps);
+        Ok(count * ps)
+    }
+
+    /// Checks page `index` and hands it to the writer. A page that fails
+    /// its check can be caught mid-write: it is read once more, as
+    /// PostgreSQL's own base backup does, and the second read kept.
+    fn take(&mut self, w: &mut super::paged::PagedWriter, index: u64, page: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut again = Vec::new();
+        let mut page = page;
+        if self
+            .rules
+            .damaged_block(&self.job.rel, index, page)
+            .is_some()
+        {
+            again.resize(page.len(), 0);
+            if self
+                .f
+                .read_exact_at(&mut again, index * self.page_size as u64)
+                .is_ok()
+            {
+                page = &again;
+            }
+            if let Some(what) = self.rules.damaged_block(&self.job.rel, index, page) {
+                self.bad_blocks.push(what);
+            }
+        }
+        w.push(page)
+    }
+}
+
+/// Fills `buf` from `f` at `offset` as far as the file goes; returns how
+/// much was read.
+fn read_at_most(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 struct Walker<'a> {
@@ -358,15 +504,7 @@ impl Walker<'_> {
             Err(e) => return Err(Error::io(dir.display(), e)),
         };
         entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-        let names: Vec<(String, bool)> = entries
-            .iter()
-            .map(|e| {
-                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                (e.file_name().to_string_lossy().into_owned(), is_dir)
-            })
-            .collect();
-        let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        let decisions = self.rules.decide(rel, &refs);
+        let decisions = decide(self.rules, rel, &entries);
         Ok(Some(entries.into_iter().zip(decisions).collect()))
     }
 
@@ -513,16 +651,8 @@ fn tree_size(dir: &Path, rel: &str, rules: &dyn Rules) -> u64 {
     else {
         return 0;
     };
-    let names: Vec<(String, bool)> = entries
-        .iter()
-        .map(|e| {
-            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            (e.file_name().to_string_lossy().into_owned(), is_dir)
-        })
-        .collect();
-    let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
     let mut total = 0;
-    for (entry, decision) in entries.iter().zip(rules.decide(rel, &refs)) {
+    for (entry, decision) in entries.iter().zip(decide(rules, rel, &entries)) {
         if decision == Decision::Skip {
             continue;
         }
@@ -545,6 +675,19 @@ fn tree_size(dir: &Path, rel: &str, rules: &dyn Rules) -> u64 {
     total
 }
 
+/// What the rules decide for each entry of the directory at `rel`.
+fn decide(rules: &dyn Rules, rel: &str, entries: &[std::fs::DirEntry]) -> Vec<Decision> {
+    let names: Vec<(String, bool)> = entries
+        .iter()
+        .map(|e| {
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            (e.file_name().to_string_lossy().into_owned(), is_dir)
+        })
+        .collect();
+    let refs: Vec<(&str, bool)> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+    rules.decide(rel, &refs)
+}
+
 /// The path of `name` in the directory at `rel` from the root.
 fn join_rel(rel: &str, name: &OsStr) -> String {
     if rel.is_empty() {
@@ -562,6 +705,7 @@ struct Counts {
     symlinks: u64,
     logical_bytes: u64,
     files_read: u64,
+    read_bytes: u64,
     checksum_failures: Vec<String>,
     skipped: Vec<String>,
 }
@@ -613,6 +757,7 @@ fn build(
                     node.size = c.size;
                     counts.entry(&node);
                     counts.files_read += 1;
+                    counts.read_bytes += c.read_bytes;
                     counts.checksum_failures.extend(c.bad_blocks);
                     stack.last_mut().expect("root").1.push(node);
                 }
@@ -864,6 +1009,7 @@ where
             symlinks: counts.symlinks,
             logical_bytes: counts.logical_bytes,
             files_read: counts.files_read,
+            read_bytes: counts.read_bytes,
             new_blobs: stats.new_blobs,
             new_stored_bytes: stats.new_stored_bytes,
             new_packs: stats.new_packs,

@@ -88,8 +88,13 @@ impl<'a> PagedWriter<'a> {
         Ok(())
     }
 
-    /// Whether the parent's map holds page `n` with hash `hash`: a page a
-    /// caller knows unchanged (a WAL summary) need not be read.
+    /// How many pages the parent's map has (0 without a parent).
+    pub fn parent_len(&self) -> usize {
+        self.parent.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The parent's page `n`: a page a caller knows unchanged (a WAL
+    /// summary) need not be read.
     pub fn parent_page(&self, n: usize) -> Option<PageRef> {
         self.parent.as_ref().and_then(|p| p.get(n)).copied()
     }

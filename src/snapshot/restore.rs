@@ -15,7 +15,8 @@
 //! Metadata is applied through open descriptors, so a setuid mode can
 //! never land on a file outside the target.
 //!
-//! Zero-filled blocks are left as holes, so sparse files stay sparse, and
+//! Zero-filled blocks of plain files are left as holes, so sparse files stay
+//! sparse (files of pages are written whole, in reserved space), and
 //! files that were hard links to each other in the snapshot are restored as
 //! hard links again. A plain restore goes on past a damaged file and
 //! reports every file it could not restore at the end.
@@ -426,12 +427,38 @@ impl Content {
         match self {
             Content::Chunks(ids) => write_content(repo, rt, f, path, ids),
             Content::Pages(ps, map) => {
-                write_pages(repo, rt, f, path, *ps, map, true, |_| true)?;
+                // A file of pages (a PostgreSQL relation file) is written
+                // whole, zero pages too, into space reserved first: the
+                // server overwrites its pages in place and must never meet
+                // a hole it has no disk space to fill (ENOSPC at a
+                // checkpoint), and replay over holes and scattered
+                // extents measured a third slower.
+                preallocate(f, node.size).map_err(|e| Error::io(path.display(), e))?;
+                write_pages(repo, rt, f, path, *ps, map, false, |_| true)?;
                 f.set_len(node.size)
                     .map_err(|e| Error::io(path.display(), e))?;
                 Ok(node.size)
             }
         }
+    }
+}
+
+/// Reserves `size` bytes of disk for the empty file `f`, so later writes
+/// need no allocation. A filesystem without `fallocate` is no error: the
+/// writes allocate as they go.
+fn preallocate(f: &File, size: u64) -> std::io::Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    // SAFETY: a plain syscall on a descriptor `f` keeps open.
+    let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(f), 0, 0, size as i64) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => Ok(()),
+        _ => Err(e),
     }
 }
 
@@ -575,6 +602,17 @@ fn remove_any(path: &Path, md: &std::fs::Metadata) -> Result<()> {
     r.map_err(|e| Error::io(path.display(), e))
 }
 
+/// Opens an existing file of a delta restore for reading and rewriting
+/// in place; never through a symlink.
+fn open_in_place(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(path.display(), e))
+}
+
 /// Brings an existing regular file to the content `job` names: each blob's
 /// range of the file is read and its id recomputed; only blobs that differ
 /// are fetched, verified and written in place.
@@ -587,12 +625,7 @@ fn restore_file_delta(
     c: &Counters,
 ) -> Result<()> {
     let path = &job.path;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::io(path.display(), e))?;
+    let f = open_in_place(path)?;
     let done = (|| -> Result<(u64, u64)> {
         let mut offsets: HashMap<Id, Vec<u64>> = HashMap::new();
         let mut stale = Vec::new();
@@ -660,12 +693,7 @@ fn restore_paged_delta(
 ) -> Result<()> {
     use std::io::Read;
     let path = &job.path;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::io(path.display(), e))?;
+    let f = open_in_place(path)?;
     let done = (|| -> Result<u64> {
         let mut same = vec![false; map.len()];
         let mut reader = std::io::BufReader::with_capacity(1 << 20, &f);

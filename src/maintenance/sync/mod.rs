@@ -79,6 +79,9 @@ pub struct Options {
     pub recheck: bool,
     /// The cache directory, where the state of earlier runs is kept.
     pub cache_root: PathBuf,
+    /// Counts the bytes of the packs copied (the total grows as the packs
+    /// to copy are found).
+    pub progress: crate::observe::progress::Progress,
 }
 
 /// What a run did.
@@ -697,6 +700,9 @@ impl Copier<'_> {
     }
 
     async fn copy_pack(&self, id: &Id, name: &str, size: Option<u64>) -> Result<u64> {
+        if let Some(n) = size {
+            self.o.progress.add_total(n);
+        }
         let bytes = self
             .src
             .store()
@@ -732,6 +738,10 @@ impl Copier<'_> {
                 r.pack_bytes += len;
             });
         }
+        if size.is_none() {
+            self.o.progress.add_total(len);
+        }
+        self.o.progress.advance(len);
         Ok(len)
     }
 

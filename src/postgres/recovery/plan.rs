@@ -469,6 +469,7 @@ mod tests {
             backup_type: "full".into(),
             wal_segment_size: MB,
             wal_included: false,
+            wal_summaries: None,
         };
         let snap = Snapshot {
             version: 2,

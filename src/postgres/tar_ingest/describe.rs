@@ -96,6 +96,7 @@ pub(super) fn describe_backup(read: &Stream, what: &str) -> Result<PgBackup> {
         backup_type: "full".into(),
         wal_segment_size,
         wal_included: true,
+        wal_summaries: None,
     })
 }
 

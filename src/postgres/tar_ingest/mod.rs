@@ -231,6 +231,7 @@ pub async fn run(repo: Arc<Repo>, opts: TarBackupOptions) -> Result<(Id, Snapsho
                 symlinks: c.symlinks,
                 logical_bytes: c.logical_bytes,
                 files_read: c.files,
+                read_bytes: c.logical_bytes,
                 new_blobs: stats.new_blobs,
                 new_stored_bytes: stats.new_stored_bytes,
                 new_packs: stats.new_packs,

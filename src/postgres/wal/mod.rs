@@ -24,6 +24,29 @@ use crate::format::wal::{WalBlob, WalRecord};
 use crate::pg::walname::WalName;
 use crate::repo::Repo;
 
+/// Takes an exclusive `flock` on the local file `path` (made with mode
+/// 0600 when missing) without waiting: `None` when another process holds
+/// it. The lock lasts as long as the returned file stays open, and goes
+/// with the process, so a killed holder leaves nothing to clean up.
+fn lock_file(path: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path.display(), e))?;
+    // SAFETY: flock on a descriptor `f` keeps open; the lock goes with it.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    Ok((r == 0).then_some(f))
+}
+
 /// Reads the WAL record of `name` of cluster `cluster`;
 /// [`Error::not_archived`] when it was never archived.
 pub async fn read_record(repo: &Repo, cluster: u64, name: &WalName) -> Result<WalRecord> {

@@ -19,7 +19,6 @@
 //! the queue, waits a little for more, and exits.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -168,22 +167,7 @@ impl Queue {
     /// Takes the pusher's lock: `None` when another pusher holds it.
     pub fn lock_pusher(&self) -> Result<Option<File>> {
         self.make_dir()?;
-        let path = self.dir.join(LOCK);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(path.display(), e))?;
-        // SAFETY: flock on a descriptor `f` keeps open; the lock goes with it.
-        let r = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        };
-        Ok((r == 0).then_some(f))
+        super::lock_file(&self.dir.join(LOCK))
     }
 
     /// Whether a pusher holds the lock right now.

@@ -181,22 +181,7 @@ impl Spool {
     /// `None` when another holds it.
     pub fn lock_prefetch(&self) -> Result<Option<File>> {
         self.make_dir()?;
-        let path = self.dir.join(".prefetch.lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(path.display(), e))?;
-        // SAFETY: flock on a descriptor `f` keeps open; the lock goes with it.
-        let r = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        };
-        Ok((r == 0).then_some(f))
+        super::lock_file(&self.dir.join(".prefetch.lock"))
     }
 }
 
