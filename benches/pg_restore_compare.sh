@@ -216,6 +216,23 @@ print(f'{a[:8]}{s>>8:08X}{s&255:08X}')" "$seg")
     cmp -s "$work/fetch/$seg" "$work/fetch/b-$seg" || { echo "fetched $seg differs between the tools" >&2; exit 1; }
 done
 
+# A restore drill of walden's backup (restore, start, replay to the end of
+# the archive, promote, query every database), timed beside pgBackRest's
+# restore and start above; then `verify --wal` over the whole archive, for
+# its throughput end to end (fetch, decrypt, CRC of every record).
+if [ "$extras" = 1 ]; then
+    echo "drill ..." >&2
+    spool_clear; drop_caches
+    t0=$(date +%s.%N)
+    as_pg "$W" --config "$wconf" --json drill latest --pg-bin "$PGBIN" > "$work/drill.json" 2> "$work/drill.err" \
+        || { echo "drill failed:" >&2; cat "$work/drill.err" >&2; exit 1; }
+    drill_wall=$(printf '%.2f' "$(echo "$(date +%s.%N) - $t0" | bc -l)")
+    echo "verify --wal ..." >&2
+    drop_caches
+    as_pg "$W" --config "$wconf" --json verify --wal > "$work/verify-wal.json" 2> "$work/verify-wal.err" \
+        || { echo "verify --wal failed:" >&2; cat "$work/verify-wal.err" >&2; exit 1; }
+fi
+
 # 3. The table.
 printf '\n%s MiB data directory (pgbench -s %s: %s MiB, random rows: %s MiB; without pg_wal) on %s cores, %s, %s, walden %s\n' \
     "$data_mib" "$scale" "$pgb_mib" "$rnd_mib" "$(nproc)" "$("$PGBIN/postgres" --version | cut -d' ' -f3)" "$(pgbackrest version)" \
@@ -250,6 +267,12 @@ for k, rs in by.items():
     t = [r[0] for r in rs]
     print(f"  {k:<19} n={len(rs):<3} {med(t):.3f} s [{min(t):.3f}-{max(t):.3f}]  {max(r[1] for r in rs) // 1024} MiB  exits {sorted(set(r[2] for r in rs))}")
 EOF
+if [ "$extras" = 1 ]; then
+    jfile() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+    echo "walden drill latest: $drill_wall s wall; restore $(jfile "$work/drill.json" "round(j['restore_seconds'],2)") s, consistent $(jfile "$work/drill.json" "round(j['consistent_seconds'],2)") s, promoted $(jfile "$work/drill.json" "round(j['promoted_seconds'],2)") s, $(jfile "$work/drill.json" "j['databases']") databases answer" \
+         "| pgbackrest restore + start + promote (fastest run above): ${T[pgbackrest,promoted]} s | ratio $(ratio "$drill_wall" "${T[pgbackrest,promoted]}")"
+    echo "verify --wal: $(jfile "$work/verify-wal.json" "j['segments']") segments, $(jfile "$work/verify-wal.json" "j['records']") records, $(jfile "$work/verify-wal.json" "round(j['bytes']/2**20)") MiB in $(jfile "$work/verify-wal.json" "round(j['seconds'],2)") s ($(jfile "$work/verify-wal.json" "round(j['bytes']/2**30/max(j['seconds'],1e-9),2)") GiB/s, cold caches, fetch and decryption included)"
+fi
 echo "restore_command and target as each tool wrote them:"
 sed 's/^/  walden:     /' "$work/walden-recovery.conf"; sed 's/^/  pgbackrest: /' "$work/pgbackrest-recovery.conf"
 echo "noisy machine: 2 cores shared; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -133,8 +133,8 @@ pub struct Verify {
     /// Percent (0 to 100, not 0) of the repository's packs a scheduled
     /// verify reads back, moving on through the repository run after run.
     pub read_data_subset: f64,
-    /// At most this many bytes read per verify run.
-    pub read_data_budget: Option<u64>,
+    /// At most this much read per verify run: bytes or time.
+    pub read_data_budget: Option<Budget>,
     /// The directory a drill restores into.
     pub drill_target: Option<PathBuf>,
 }
@@ -647,15 +647,17 @@ fn verify(src: &Source, raw: RawVerify) -> Result<Verify> {
     let read_data_budget = match raw.read_data_budget {
         Some(b) => {
             let span = b.span();
-            let n = match b.into_inner() {
-                NumberOrText::Number(n) => u64::try_from(n).map_err(|_| format!("{n} is negative")),
-                NumberOrText::Text(t) => parse_size(&t),
+            let budget = match b.into_inner() {
+                NumberOrText::Number(n) => u64::try_from(n)
+                    .map(Budget::Bytes)
+                    .map_err(|_| format!("{n} is negative")),
+                NumberOrText::Text(t) => parse_budget(&t),
             }
             .map_err(|why| src.error(span.clone(), "verify.read_data_budget", why))?;
-            if n == 0 {
+            if budget.is_zero() {
                 return Err(src.error(span, "verify.read_data_budget", "must be more than 0"));
             }
-            Some(n)
+            Some(budget)
         }
         None => None,
     };
@@ -664,6 +666,40 @@ fn verify(src: &Source, raw: RawVerify) -> Result<Verify> {
         read_data_budget,
         drill_target: absolute(src, raw.drill_target, "verify.drill_target")?,
     })
+}
+
+/// How much one verify run may read back: a number of bytes, or a time
+/// after which it starts no further pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Bytes(u64),
+    Time(std::time::Duration),
+}
+
+impl Budget {
+    fn is_zero(&self) -> bool {
+        match self {
+            Budget::Bytes(n) => *n == 0,
+            Budget::Time(d) => d.is_zero(),
+        }
+    }
+}
+
+/// A budget as `verify --read-data-budget` and the config take it: a size
+/// (`20GiB`, `500MiB`) or a duration (`30min`, `2h`).
+pub fn parse_budget(s: &str) -> std::result::Result<Budget, String> {
+    let b = match parse_size(s) {
+        Ok(n) => Budget::Bytes(n),
+        Err(_) => humantime::parse_duration(s.trim())
+            .map(Budget::Time)
+            .map_err(|_| {
+                format!("{s:?} is neither a size (e.g. 20GiB) nor a duration (e.g. 30min)")
+            })?,
+    };
+    if b.is_zero() {
+        return Err(format!("{s:?}: must be more than 0"));
+    }
+    Ok(b)
 }
 
 /// A percentage as `verify --read-data-subset` and the config take it:
@@ -817,6 +853,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn budgets_are_sizes_or_times() {
+        assert_eq!(parse_budget("20GiB"), Ok(Budget::Bytes(20 << 30)));
+        assert_eq!(
+            parse_budget("30min"),
+            Ok(Budget::Time(std::time::Duration::from_secs(1800)))
+        );
+        assert!(parse_budget("0").is_err());
+        assert!(parse_budget("soon").unwrap_err().contains("neither a size"));
+    }
+
+    #[test]
     fn hook_commands_lose_their_secrets() {
         for (cmd, want) in [
             (
@@ -920,7 +967,7 @@ out = "/var/lib/prometheus/node-exporter/walden.prom"
         assert_eq!(c.offsite.len(), 2);
         assert_eq!(c.offsite[1].password_file, None);
         assert_eq!(c.verify.read_data_subset, 2.5);
-        assert_eq!(c.verify.read_data_budget, Some(10 << 30));
+        assert_eq!(c.verify.read_data_budget, Some(Budget::Bytes(10 << 30)));
         assert_eq!(
             c.schedule.get(Job::Backup).unwrap().text(),
             "daily at 22:00"

@@ -154,7 +154,7 @@ fn value(m: &BTreeMap<String, Family>, family: &str, labels: &[(&str, &str)]) ->
     hits[0]
 }
 
-const SERIES: [&str; 12] = [
+const SERIES: [&str; 13] = [
     "walden_backup_last_success_timestamp_seconds",
     "walden_backup_last_duration_seconds",
     "walden_wal_last_archived_timestamp_seconds",
@@ -163,6 +163,7 @@ const SERIES: [&str; 12] = [
     "walden_repository_stored_bytes",
     "walden_verify_last_success_timestamp_seconds",
     "walden_verify_coverage_ratio",
+    "walden_verify_oldest_unchecked_timestamp_seconds",
     "walden_drill_last_success_timestamp_seconds",
     "walden_sync_last_success_timestamp_seconds",
     "walden_forget_last_success_timestamp_seconds",
@@ -288,14 +289,22 @@ fn metrics_parse_and_hold_what_the_catalog_and_job_records_say() {
     let again = parse_exposition(&std::fs::read_to_string(&prom).unwrap());
     assert_eq!(again["walden_verify_coverage_ratio"].samples.len(), 1);
 
-    // Verify reading a subset moves on through the repository: a second
-    // backup adds a pack, and 1% reads one pack of the two or more.
+    // A second backup adds data no verify has read: a plain verify sees
+    // the coverage fall, and a subset of 1% reads the new pack first.
     std::fs::write(src.join("c"), noise(3, 500_000)).unwrap();
     e.ok(&["backup", src.to_str().unwrap()]);
-    e.ok(&["verify", "--read-data-subset", "1%"]);
+    e.ok(&["verify"]);
     let m = parse_exposition(&e.ok(&["metrics"]));
     let ratio = value(&m, "walden_verify_coverage_ratio", &[]);
-    assert!(ratio > 0.0 && ratio < 1.0, "one pack of several: {ratio}");
+    assert!(
+        ratio > 0.0 && ratio < 1.0,
+        "the new pack is unchecked: {ratio}"
+    );
+    let unchecked = value(&m, "walden_verify_oldest_unchecked_timestamp_seconds", &[]);
+    assert!(unchecked <= now() + 1.0, "{unchecked}");
+    e.ok(&["verify", "--read-data-subset", "1%"]);
+    let m = parse_exposition(&e.ok(&["metrics"]));
+    assert_eq!(value(&m, "walden_verify_coverage_ratio", &[]), 1.0);
     let o = e.run(&["verify", "--read-data-subset", "0%"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 

@@ -35,7 +35,7 @@ fn vectors_path() -> PathBuf {
 // Helpers shared by the generator and the checker
 // ---------------------------------------------------------------------------
 
-const ALL_KINDS: [Kind; 12] = [
+const ALL_KINDS: [Kind; 13] = [
     Kind::DataBlob,
     Kind::TreeBlob,
     Kind::ListBlob,
@@ -48,6 +48,7 @@ const ALL_KINDS: [Kind; 12] = [
     Kind::MasterKey,
     Kind::WalRecord,
     Kind::RestorePoint,
+    Kind::Verified,
 ];
 
 fn kind_from_letter(s: &str) -> Kind {
@@ -698,6 +699,15 @@ fn generate() -> Value {
     };
     let point_json = point.encode();
     let point_id = key.blob_id(Kind::RestorePoint, &point_json);
+    // A verification record: the pack found sound at a time.
+    let verified = walden::format::verified::Verified {
+        version: 2,
+        time: "2024-05-02T03:00:00.000000000Z".into(),
+        host: "vector-host".into(),
+        packs: [(pack_id.to_hex(), 1_714_618_800)].into_iter().collect(),
+    };
+    let verified_json = verified.encode();
+    let verified_id = Id::hash(b"walden vector: verification record");
 
     // (2) envelopes
     let raw_text = b"walden envelope vector: stored raw".to_vec();
@@ -781,6 +791,14 @@ fn generate() -> Value {
             Kind::RestorePoint,
             &point_id.0,
             &point_json,
+            Compression::Zstd(3),
+        ),
+        envelope_json(
+            "verification record",
+            &key,
+            Kind::Verified,
+            &verified_id.0,
+            &verified_json,
             Compression::Zstd(3),
         ),
     ];
@@ -926,6 +944,10 @@ fn generate() -> Value {
         "restore_point": {
             "id": point_id.to_hex(),
             "json": String::from_utf8(point_json).unwrap(),
+        },
+        "verified": {
+            "id": verified_id.to_hex(),
+            "json": String::from_utf8(verified_json).unwrap(),
         },
         "chunking": {
             "gear_table_blake3": gear_checksum(&base_gear()),
@@ -1310,6 +1332,15 @@ fn check_vectors() {
     assert_eq!(
         sealed_plaintext(&v, "P", &id_of(&rp["id"]).0).as_deref(),
         Some(rp_json)
+    );
+    let vr = &v["verified"];
+    let vr_json = vr["json"].as_str().unwrap().as_bytes();
+    let record = walden::format::verified::Verified::decode(vr_json).unwrap();
+    assert_eq!(record.encode(), vr_json);
+    assert_eq!(record.times().count(), 1);
+    assert_eq!(
+        sealed_plaintext(&v, "V", &id_of(&vr["id"]).0).as_deref(),
+        Some(vr_json)
     );
 
     // (6) chunking

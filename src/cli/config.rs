@@ -207,7 +207,10 @@ fn verify(c: &Config) -> Value {
     insert(
         &mut m,
         "read_data_budget",
-        c.verify.read_data_budget.map(|b| json!(human_bytes(b))),
+        c.verify.read_data_budget.map(|b| match b {
+            walden::config::Budget::Bytes(n) => json!(human_bytes(n)),
+            walden::config::Budget::Time(d) => json!(humantime::format_duration(d).to_string()),
+        }),
     );
     insert(&mut m, "drill_target", path(&c.verify.drill_target));
     Value::Object(m)

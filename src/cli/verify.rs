@@ -1,13 +1,14 @@
 //! `walden verify`: checks the repository and names every problem found;
-//! with `--read-data-subset`, reads back the next share of the packs after
-//! where the last such run stopped. A scheduled job (`job`): a success is
-//! recorded with how far the reading has come in its cycle.
+//! with `--read-data-subset`, reads back the share of the packs checked
+//! longest ago (never-checked first), within `--read-data-budget`. A
+//! scheduled job (`job`): a success is recorded with the repository's
+//! coverage, for the metrics.
 
 use clap::Args;
 
 use walden::error::{Error, Result};
 use walden::maintenance::verify::{self, ReadData};
-use walden::observe::jobs::{Coverage, JobLog, Success};
+use walden::observe::jobs::Success;
 
 use super::job::{self, Job, JobArgs};
 use super::output::{human_bytes, print_json};
@@ -18,12 +19,17 @@ pub struct VerifyArgs {
     /// Also download every pack and decrypt and check every blob
     #[arg(long)]
     read_data: bool,
-    /// Read back N% of the stored bytes (e.g. 5%): the packs after those
-    /// the last subset run read, going round the repository run after run
-    /// (the scheduled job passes verify.read_data_subset, at most
-    /// verify.read_data_budget bytes)
+    /// Read back N% of the stored bytes (e.g. 5%): the packs checked
+    /// longest ago, never-checked ones first, as recorded in the repository
+    /// by every earlier run, so ceil(100/N) runs read everything (the
+    /// scheduled job passes verify.read_data_subset)
     #[arg(long, value_name = "N%", conflicts_with = "read_data", value_parser = parse_subset)]
     read_data_subset: Option<f64>,
+    /// With --read-data-subset, stop at this budget: a size (20GiB) or a
+    /// time (30min) after which no further pack is started (default:
+    /// verify.read_data_budget from the config file)
+    #[arg(long, value_name = "SIZE|DURATION", requires = "read_data_subset", value_parser = walden::config::parse_budget)]
+    read_data_budget: Option<walden::config::Budget>,
     /// Check the archived WAL instead: every segment fetched and walked
     /// record by record (page headers, system identifier, CRC-32C), gaps and
     /// timeline branch points named, and the windows it really supports
@@ -54,20 +60,11 @@ async fn check(s: &Settings, a: VerifyArgs, job: &Job) -> Result<i32> {
     if a.wal {
         return wal(s, &repo, a.cluster, !a.no_lock).await;
     }
-    let log = JobLog::new(&s.cache_dir, &repo.id());
-    let previous = log
-        .last("verify", None)
-        .unwrap_or_else(|e| {
-            eprintln!("walden: warning: {e}; the subset starts at the first pack");
-            None
-        })
-        .and_then(|v| v.coverage);
     let read_data = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(percent)) => ReadData::Subset {
             percent,
-            budget: s.config.verify.read_data_budget,
-            after: previous.as_ref().and_then(Coverage::after),
+            budget: a.read_data_budget.or(s.config.verify.read_data_budget),
         },
         (false, None) => ReadData::Nothing,
     };
@@ -107,6 +104,9 @@ async fn check(s: &Settings, a: VerifyArgs, job: &Job) -> Result<i32> {
             },
             report.unindexed_packs
         );
+        for w in &report.warnings {
+            eprintln!("walden: warning: {w}");
+        }
     }
     if !report.errors.is_empty() {
         return Err(Error::corrupt(format!(
@@ -115,21 +115,20 @@ async fn check(s: &Settings, a: VerifyArgs, job: &Job) -> Result<i32> {
         )));
     }
     let mut success = Success::now("verify", None, job.elapsed());
-    success.coverage = match read_data {
-        ReadData::Nothing => previous,
-        _ => Some(Coverage::after_run(previous.as_ref(), &report)),
-    };
+    success.coverage = Some(report.coverage.clone());
     if !s.json {
-        if let Some(c) = &success.coverage
-            && read_data != ReadData::Nothing
-        {
-            println!(
-                "no problems found; {:.1}% of the stored data read back in this cycle",
-                c.ratio() * 100.0
-            );
-        } else {
-            println!("no problems found");
-        }
+        let c = &report.coverage;
+        println!(
+            "no problems found; {:.1}% of the stored data has been read back ({} never), the longest unchecked for {}{}",
+            c.ratio * 100.0,
+            human_bytes(c.never_verified_bytes),
+            humantime::format_duration(std::time::Duration::from_secs(c.oldest_unchecked_secs)),
+            if report.read.stopped_by_time {
+                "; this run stopped at its time budget"
+            } else {
+                ""
+            }
+        );
     }
     job::record(s, &repo, &success);
     Ok(0)

@@ -13,6 +13,7 @@ pub const SNAPSHOTS: &str = "snapshots/";
 pub const LOCKS: &str = "locks/";
 pub const WAL: &str = "wal/";
 pub const POINTS: &str = "points/";
+pub const VERIFIED: &str = "verified/";
 
 pub fn pack(id: &Id) -> String {
     let h = id.to_hex();
@@ -46,6 +47,10 @@ pub fn point(id: &Id) -> String {
     format!("{POINTS}{id}")
 }
 
+pub fn verified(id: &Id) -> String {
+    format!("{VERIFIED}{id}")
+}
+
 pub fn lock(id: &Id) -> String {
     format!("{LOCKS}{id}")
 }
@@ -77,6 +82,8 @@ pub enum Object<'a> {
     Wal { cluster: u64, name: &'a str },
     /// `points/<id>`: kind `P`, name = the id's 32 bytes.
     Point(Id),
+    /// `verified/<id>`: kind `V`, name = the id's 32 bytes.
+    Verified(Id),
 }
 
 impl Object<'_> {
@@ -88,6 +95,7 @@ impl Object<'_> {
             Object::Lock(id) => lock(id),
             Object::Wal { cluster, name } => wal(*cluster, name),
             Object::Point(id) => point(id),
+            Object::Verified(id) => verified(id),
         }
     }
 
@@ -100,6 +108,7 @@ impl Object<'_> {
             Object::Lock(_) => Kind::Lock,
             Object::Wal { .. } => Kind::WalRecord,
             Object::Point(_) => Kind::RestorePoint,
+            Object::Verified(_) => Kind::Verified,
         }
     }
 
@@ -107,9 +116,11 @@ impl Object<'_> {
     pub fn aad_name(&self) -> Vec<u8> {
         match self {
             Object::Config => Vec::new(),
-            Object::Index(id) | Object::Snapshot(id) | Object::Lock(id) | Object::Point(id) => {
-                id.0.to_vec()
-            }
+            Object::Index(id)
+            | Object::Snapshot(id)
+            | Object::Lock(id)
+            | Object::Point(id)
+            | Object::Verified(id) => id.0.to_vec(),
             Object::Wal { cluster, name } => format!("{cluster}/{name}").into_bytes(),
         }
     }
@@ -123,6 +134,7 @@ impl Object<'_> {
             Object::Lock(_) => "lock",
             Object::Wal { .. } => "WAL record",
             Object::Point(_) => "restore point",
+            Object::Verified(_) => "verification record",
         };
         match self {
             Object::Config => what.to_string(),

@@ -13,6 +13,7 @@ pub mod pagemap;
 pub mod point;
 pub mod snapshot;
 pub mod tree;
+pub mod verified;
 pub mod wal;
 
 /// The repository format version this build writes and reads.

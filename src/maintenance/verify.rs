@@ -3,18 +3,26 @@
 //! (rebuilding the catalog on the way, so a fresh or damaged cache changes
 //! nothing), checks that every pack an index names exists with its recorded
 //! size, and walks every snapshot's trees and every WAL record's content,
-//! checking that each blob they reference is indexed in a pack that exists. With `read_data`, every pack is downloaded, its name checked
-//! against its hash, its header opened, and every blob decrypted and its id
-//! checked; or only a subset of the packs, taken in id order after a given
-//! pack and wrapping around, so that runs reading a few percent each cover
-//! the whole repository in turn. Problems are collected, not stopped at,
-//! so one run names them all.
+//! checking that each blob they reference is indexed in a pack that exists.
+//! With `read_data`, every pack is downloaded, its name checked against its
+//! hash, its header opened, and every blob decrypted and its id checked; or
+//! only a subset of the packs: those checked longest ago, never-checked
+//! ones first, up to a share of the stored bytes or a byte or time budget.
+//! When each pack was last found sound is kept in the repository
+//! (`format::verified`), so runs reading a few percent each cover the whole
+//! repository in turn, new data is read by the next run, and neither a
+//! lost cache nor a run on another machine loses count. Problems are
+//! collected, not stopped at, so one run names them all.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
 
+use crate::config::Budget;
 use crate::error::{Error, Result};
+use crate::format::layout::Object;
+use crate::format::verified::Verified;
 use crate::format::{BlobType, layout, pack};
 use crate::id::Id;
 use crate::repo::Repo;
@@ -38,13 +46,12 @@ pub enum ReadData {
     Nothing,
     /// Every pack.
     All,
-    /// Packs in id order after `after` (from the first when `None`),
-    /// wrapping around at the last, until `percent` of the stored bytes
-    /// (and at most `budget` bytes, but always at least one pack) is read.
+    /// The packs checked longest ago (never-checked ones first, then by
+    /// id) until `percent` of the stored bytes is read, and within
+    /// `budget`; always at least one pack, so every run moves on.
     Subset {
         percent: f64,
-        budget: Option<u64>,
-        after: Option<Id>,
+        budget: Option<Budget>,
     },
 }
 
@@ -55,13 +62,27 @@ pub struct DataRead {
     pub bytes: u64,
     /// Every pack was read.
     pub whole: bool,
-    /// A subset passed the last pack and went on from the first.
-    pub wrapped: bool,
-    /// Bytes read after wrapping around.
-    pub bytes_after_wrap: u64,
-    /// The last pack read (in id order).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last: Option<Id>,
+    /// A time budget ran out before every chosen pack was read.
+    pub stopped_by_time: bool,
+}
+
+/// How much of the repository has been read back, by this run and the
+/// runs before it (on any machine): from the verification records.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Coverage {
+    /// Bytes of the stored packs.
+    pub stored_bytes: u64,
+    /// Bytes of stored packs some run found sound.
+    pub verified_bytes: u64,
+    /// Bytes of stored packs no run has read yet.
+    pub never_verified_bytes: u64,
+    /// `verified_bytes / stored_bytes` (1 with nothing stored).
+    pub ratio: f64,
+    /// The longest any stored byte has gone unchecked, in seconds: since
+    /// its pack was last found sound, or since it was stored when it never
+    /// was.
+    pub oldest_unchecked_secs: u64,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -80,7 +101,12 @@ pub struct VerifyReport {
     pub stored_bytes: u64,
     /// What reading data covered.
     pub read: DataRead,
+    /// How much of the repository has been read back (after this run).
+    pub coverage: Coverage,
     pub errors: Vec<String>,
+    /// What did not stop the check but should be known (a verification
+    /// record that could not be written on read-only storage).
+    pub warnings: Vec<String>,
 }
 
 /// Checks the repository under a reader's lock.
@@ -176,14 +202,21 @@ fn check_wal_blobs(
     }
 }
 
-/// Downloads `packs` and checks every blob in them.
+/// Downloads `packs` and checks every blob in them, starting no pack after
+/// `deadline` (but always the first); returns the packs found sound.
 async fn read_packs(
     repo: &Repo,
-    packs: Vec<Id>,
+    packs: Vec<(Id, u64)>,
+    deadline: Option<Instant>,
     progress: &crate::observe::progress::Progress,
     report: &mut VerifyReport,
-) {
-    let mut checks = futures_util::stream::iter(packs.into_iter().map(|id| async move {
+) -> Vec<Id> {
+    let started = packs
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, _)| *i == 0 || deadline.is_none_or(|d| Instant::now() < d))
+        .map(|(_, p)| p);
+    let mut checks = futures_util::stream::iter(started.map(|(id, _)| async move {
         let bytes = repo.store().get(&layout::pack(&id)).await?;
         let len = bytes.len() as u64;
         let key = crate::seal::MasterKey::from_bytes(&repo.key().to_bytes())?;
@@ -191,68 +224,195 @@ async fn read_packs(
             .await
             .map_err(|e| Error::internal(format!("pack check: {e}")))?;
         progress.advance(len);
-        Ok::<_, Error>(checked)
+        Ok::<_, Error>((id, len, checked))
     }))
     .buffer_unordered(2);
+    let mut sound = Vec::new();
+    let (mut tried, mut packs_read, mut bytes_read) = (0u64, 0u64, 0u64);
     while let Some(r) = checks.next().await {
+        tried += 1;
         match r {
-            Ok((n, errs)) => {
+            Ok((id, len, (n, errs))) => {
+                packs_read += 1;
+                bytes_read += len;
                 report.blobs_read += n;
+                if errs.is_empty() {
+                    sound.push(id);
+                }
                 report.errors.extend(errs);
             }
             Err(e) => report.errors.push(e.to_string()),
         }
     }
+    report.read.stopped_by_time = tried < report.read.packs;
+    report.read.packs = packs_read;
+    report.read.bytes = bytes_read;
+    sound
 }
 
-/// The packs a subset reads, in order, and what they cover. `present` is
-/// sorted by id, with sizes.
+/// The packs a subset reads, in order: never checked first, then the ones
+/// checked longest ago, by id among equals; `percent` of the stored bytes,
+/// at most `max_bytes`, and always at least one pack.
 fn choose_subset(
     present: &[(Id, u64)],
+    checked: &HashMap<Id, i64>,
     percent: f64,
-    budget: Option<u64>,
-    after: Option<Id>,
-) -> (Vec<Id>, DataRead) {
+    max_bytes: Option<u64>,
+) -> Vec<(Id, u64)> {
     let total: u64 = present.iter().map(|(_, s)| s).sum();
-    let goal = ((total as f64 * percent / 100.0).ceil() as u64).min(budget.unwrap_or(u64::MAX));
-    let start = match after {
-        Some(a) => present.partition_point(|(id, _)| *id <= a),
-        None => 0,
-    };
-    let mut read = DataRead::default();
+    let goal = ((total as f64 * percent / 100.0).ceil() as u64).min(max_bytes.unwrap_or(u64::MAX));
+    let mut order: Vec<&(Id, u64)> = present.iter().collect();
+    order.sort_by_key(|(id, _)| (checked.get(id).copied(), *id));
     let mut out = Vec::new();
-    for k in 0..present.len() {
-        let i = (start + k) % present.len();
-        let (id, size) = present[i];
-        // Always one pack, so that every run moves on.
-        if !out.is_empty() && (read.bytes >= goal || budget.is_some_and(|b| read.bytes + size > b))
-        {
+    let mut bytes = 0u64;
+    for &(id, size) in order {
+        if !out.is_empty() && (bytes >= goal || max_bytes.is_some_and(|b| bytes + size > b)) {
             break;
         }
-        if start + k >= present.len() && start > 0 {
-            read.wrapped = true;
-            read.bytes_after_wrap += size;
+        out.push((id, size));
+        bytes += size;
+    }
+    out
+}
+
+/// What the verification records say: when each pack was last found
+/// sound, and the records that say it.
+#[derive(Default)]
+struct Checked {
+    times: HashMap<Id, i64>,
+    records: Vec<Id>,
+}
+
+/// Reads every verification record. One that cannot be read is a problem
+/// (named, and left in place); the others still count.
+async fn load_checked(repo: &Repo, report: &mut VerifyReport) -> Result<Checked> {
+    let mut c = Checked::default();
+    for l in repo.store().list(layout::VERIFIED).await? {
+        let Some(id) = layout::id_of(&l.name) else {
+            continue;
+        };
+        let obj = Object::Verified(id);
+        match repo
+            .get_object(&obj)
+            .await
+            .and_then(|plain| Verified::decode(&plain).map_err(|e| e.context(obj.describe())))
+        {
+            Ok(v) => {
+                for (pack, t) in v.times() {
+                    let e = c.times.entry(pack).or_insert(t);
+                    *e = (*e).max(t);
+                }
+                c.records.push(id);
+            }
+            Err(e) => report.errors.push(e.to_string()),
         }
-        out.push(id);
-        read.packs += 1;
-        read.bytes += size;
-        read.last = Some(id);
     }
-    // Starting from the first pack and reaching the last ends a cycle too.
-    if start == 0 && out.len() == present.len() {
-        read.whole = true;
+    Ok(c)
+}
+
+/// Writes one record holding what the records read held (for packs still
+/// stored) and the packs this run found sound, then removes the records it
+/// merged. Failing to write is a warning: the packs were still checked.
+async fn save_checked(
+    repo: &Repo,
+    mut checked: Checked,
+    present: &[(Id, u64)],
+    sound: &[Id],
+    now: i64,
+    report: &mut VerifyReport,
+) -> HashMap<Id, i64> {
+    let stored: HashSet<Id> = present.iter().map(|(id, _)| *id).collect();
+    checked.times.retain(|id, _| stored.contains(id));
+    for id in sound {
+        checked.times.insert(*id, now);
     }
-    (out, read)
+    if sound.is_empty() {
+        return checked.times;
+    }
+    let record = Verified {
+        version: crate::format::VERSION,
+        time: crate::format::format_time(SystemTime::now()),
+        host: crate::repo::host_name(),
+        packs: checked
+            .times
+            .iter()
+            .map(|(id, t)| (id.to_hex(), *t))
+            .collect(),
+    };
+    let id = Id::random();
+    let plain = record.encode();
+    if let Err(e) = repo
+        .put_object(
+            &Object::Verified(id),
+            &plain,
+            crate::seal::Compression::Zstd(3),
+        )
+        .await
+    {
+        report.warnings.push(format!(
+            "what this run read was not recorded in the repository ({e}); the next run reads it again"
+        ));
+        return checked.times;
+    }
+    // Records are merged into the new one before they go, so a run on
+    // another machine that read the same records loses nothing either.
+    for old in checked.records.iter().filter(|r| **r != id) {
+        if let Err(e) = repo.store().delete(&layout::verified(old)).await {
+            tracing::warn!("verification record {old}: not removed: {e}");
+        }
+    }
+    checked.times
+}
+
+/// Coverage of `present` by `times` at `now`; `stored_at` gives a pack's
+/// modification time where the store has one.
+fn coverage(
+    present: &[(Id, u64)],
+    times: &HashMap<Id, i64>,
+    stored_at: &HashMap<Id, i64>,
+    now: i64,
+) -> Coverage {
+    let mut c = Coverage::default();
+    for (id, size) in present {
+        c.stored_bytes += size;
+        let since = match times.get(id) {
+            Some(t) => {
+                c.verified_bytes += size;
+                *t
+            }
+            None => {
+                c.never_verified_bytes += size;
+                stored_at.get(id).copied().unwrap_or(now)
+            }
+        };
+        c.oldest_unchecked_secs = c.oldest_unchecked_secs.max((now - since).max(0) as u64);
+    }
+    c.ratio = match c.stored_bytes {
+        0 => 1.0,
+        n => c.verified_bytes as f64 / n as f64,
+    };
+    c
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn check(repo: &Repo, opts: &Options) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let stored: HashMap<Id, u64> = repo
-        .store()
-        .list(layout::DATA)
-        .await?
-        .into_iter()
+    let listed = repo.store().list(layout::DATA).await?;
+    let stored: HashMap<Id, u64> = listed
+        .iter()
         .filter_map(|l| layout::id_of(&l.name).map(|id| (id, l.size)))
+        .collect();
+    let stored_at: HashMap<Id, i64> = listed
+        .iter()
+        .filter_map(|l| {
+            let t = l.modified?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+            layout::id_of(&l.name).map(|id| (id, t.as_secs() as i64))
+        })
         .collect();
     let indexed = load_indexes(repo, &mut report).await?;
     let indexed_set: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
@@ -307,30 +467,44 @@ async fn check(repo: &Repo, opts: &Options) -> Result<VerifyReport> {
     );
     present.sort_unstable();
     report.stored_bytes = present.iter().map(|(_, s)| s).sum();
-    let (packs, read) = match opts.read_data {
-        ReadData::Nothing => (Vec::new(), DataRead::default()),
-        ReadData::All => (
-            present.iter().map(|(id, _)| *id).collect(),
-            DataRead {
-                packs: present.len() as u64,
-                bytes: report.stored_bytes,
-                whole: true,
-                last: present.last().map(|(id, _)| *id),
-                ..DataRead::default()
-            },
-        ),
-        ReadData::Subset {
-            percent,
-            budget,
-            after,
-        } => choose_subset(&present, percent, budget, after),
+    let checked = load_checked(repo, &mut report).await?;
+    let (packs, deadline) = match opts.read_data {
+        ReadData::Nothing => (Vec::new(), None),
+        ReadData::All => (present.clone(), None),
+        ReadData::Subset { percent, budget } => {
+            let max_bytes = match budget {
+                Some(Budget::Bytes(b)) => Some(b),
+                _ => None,
+            };
+            let deadline = match budget {
+                Some(Budget::Time(d)) => Some(Instant::now() + d),
+                _ => None,
+            };
+            (
+                choose_subset(&present, &checked.times, percent, max_bytes),
+                deadline,
+            )
+        }
     };
-    if !packs.is_empty() {
-        opts.progress.set_total(read.bytes);
-        read_packs(repo, packs, &opts.progress, &mut report).await;
+    report.read = DataRead {
+        packs: packs.len() as u64,
+        bytes: packs.iter().map(|(_, s)| s).sum(),
+        whole: packs.len() == present.len(),
+        stopped_by_time: false,
+    };
+    let now = unix_now();
+    let times = if packs.is_empty() {
+        let mut times = checked.times;
+        times.retain(|id, _| stored.contains_key(id));
+        times
+    } else {
+        opts.progress.set_total(report.read.bytes);
+        let sound = read_packs(repo, packs, deadline, &opts.progress, &mut report).await;
         opts.progress.finish();
-    }
-    report.read = read;
+        report.read.whole = report.read.packs == present.len() as u64;
+        save_checked(repo, checked, &present, &sound, now, &mut report).await
+    };
+    report.coverage = coverage(&present, &times, &stored_at, now);
     Ok(report)
 }
 
@@ -400,29 +574,56 @@ mod subset_tests {
         (1..=10u8).map(|i| (Id([i; 32]), 100)).collect()
     }
 
+    fn ids(v: &[(Id, u64)]) -> Vec<u8> {
+        v.iter().map(|(id, _)| id.0[0]).collect()
+    }
+
     #[test]
-    fn subsets_move_on_and_wrap() {
+    fn never_checked_first_then_the_oldest() {
         let p = packs();
-        let (ids, r) = choose_subset(&p, 25.0, None, None);
-        assert_eq!(ids, [Id([1; 32]), Id([2; 32]), Id([3; 32])]);
-        assert_eq!((r.bytes, r.wrapped, r.whole), (300, false, false));
-        let (ids, _) = choose_subset(&p, 25.0, None, r.last);
-        assert_eq!(ids[0], Id([4; 32]));
-        let (ids, r) = choose_subset(&p, 30.0, None, Some(Id([9; 32])));
-        assert_eq!(ids, [Id([10; 32]), Id([1; 32]), Id([2; 32])]);
-        assert!(r.wrapped);
-        assert_eq!(r.bytes_after_wrap, 200);
-        let (ids, r) = choose_subset(&p, 100.0, None, None);
-        assert_eq!((ids.len(), r.whole), (10, true));
+        let mut checked = HashMap::new();
+        assert_eq!(ids(&choose_subset(&p, &checked, 25.0, None)), [1, 2, 3]);
+        for (i, t) in [(1u8, 50), (2, 10), (3, 30), (4, 20)] {
+            checked.insert(Id([i; 32]), t);
+        }
+        // 5..10 never checked come first, then 2 (10), 4 (20)...
+        assert_eq!(
+            ids(&choose_subset(&p, &checked, 80.0, None)),
+            [5, 6, 7, 8, 9, 10, 2, 4]
+        );
+        // Five runs of 20% read everything.
+        let mut seen = HashSet::new();
+        let mut checked = HashMap::new();
+        for run in 0..5 {
+            for (id, _) in choose_subset(&p, &checked, 20.0, None) {
+                seen.insert(id);
+                checked.insert(id, run);
+            }
+        }
+        assert_eq!(seen.len(), 10);
     }
 
     #[test]
     fn budget_caps_but_one_pack_is_always_read() {
         let p = packs();
-        let (ids, _) = choose_subset(&p, 50.0, Some(250), None);
-        assert_eq!(ids.len(), 2);
-        let (ids, _) = choose_subset(&p, 50.0, Some(10), None);
-        assert_eq!(ids.len(), 1);
-        assert!(choose_subset(&[], 5.0, None, None).0.is_empty());
+        let none = HashMap::new();
+        assert_eq!(choose_subset(&p, &none, 50.0, Some(250)).len(), 2);
+        assert_eq!(choose_subset(&p, &none, 50.0, Some(10)).len(), 1);
+        assert!(choose_subset(&[], &none, 5.0, None).is_empty());
+    }
+
+    #[test]
+    fn coverage_counts_bytes_and_the_longest_unchecked() {
+        let p = packs();
+        let mut times = HashMap::new();
+        times.insert(Id([1; 32]), 900);
+        times.insert(Id([2; 32]), 400);
+        let mut stored_at = HashMap::new();
+        stored_at.insert(Id([3; 32]), 700);
+        let c = coverage(&p[..3], &times, &stored_at, 1000);
+        assert_eq!((c.verified_bytes, c.never_verified_bytes), (200, 100));
+        assert_eq!(c.oldest_unchecked_secs, 600);
+        assert!((c.ratio - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(coverage(&[], &times, &stored_at, 1000).ratio, 1.0);
     }
 }

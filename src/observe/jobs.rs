@@ -4,7 +4,7 @@
 //! the cache directory beside the catalog, `<cache>/<repo id>/jobs/`,
 //! replaced atomically on every success. Jobs call [`JobLog::record`] when
 //! they succeed; `metrics` reads them back with [`JobLog::all`]. This file
-//! also keeps the rolling position of scheduled verifies ([`Coverage`]).
+//! also keeps what the last verify found of the repository's coverage ([`Coverage`]).
 //! It does not decide what success means, and the files are a local record,
 //! not part of the repository: a lost cache only empties these series.
 
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::maintenance::verify::VerifyReport;
 
 /// One job's last success.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,63 +54,10 @@ impl Success {
     }
 }
 
-/// How much of the repository scheduled verifies have read back in the
-/// current cycle. Verifies read packs in id order, each run starting after
-/// the last pack the previous run read; a cycle ends when a run passes the
-/// last pack and starts over at the first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Coverage {
-    /// The last pack read (hex id); the next run starts after it.
-    pub cursor: Option<String>,
-    /// Bytes of packs read in the current cycle.
-    pub cycle_bytes: u64,
-    /// The bytes the repository's packs held at the last run.
-    pub stored_bytes: u64,
-}
-
-impl Coverage {
-    /// The pack the next run starts after.
-    pub fn after(&self) -> Option<Id> {
-        self.cursor.as_deref().and_then(|h| Id::from_hex(h).ok())
-    }
-
-    /// The share of the stored bytes read in this cycle, 0 to 1.
-    pub fn ratio(&self) -> f64 {
-        if self.stored_bytes == 0 {
-            return 1.0;
-        }
-        (self.cycle_bytes as f64 / self.stored_bytes as f64).min(1.0)
-    }
-
-    /// The coverage after a verify that read data, given the one before.
-    pub fn after_run(previous: Option<&Coverage>, report: &VerifyReport) -> Coverage {
-        let read = &report.read;
-        if read.whole {
-            return Coverage {
-                cursor: None,
-                cycle_bytes: read.bytes,
-                stored_bytes: report.stored_bytes,
-            };
-        }
-        // A run without a cursor starts at the first pack: a new cycle,
-        // also after a run that read everything.
-        let before = previous
-            .filter(|c| c.cursor.is_some())
-            .map_or(0, |c| c.cycle_bytes);
-        Coverage {
-            cursor: read
-                .last
-                .map(|id| id.to_hex())
-                .or_else(|| previous.and_then(|c| c.cursor.clone())),
-            cycle_bytes: if read.wrapped {
-                read.bytes_after_wrap
-            } else {
-                before + read.bytes
-            },
-            stored_bytes: report.stored_bytes,
-        }
-    }
-}
+/// How much of the repository verifies have read back, as the last run
+/// found it (from the repository's verification records, so it counts the
+/// runs of every machine).
+pub use crate::maintenance::verify::Coverage;
 
 /// The job records of one repository in one cache directory.
 #[derive(Debug, Clone)]
@@ -195,7 +141,6 @@ impl JobLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maintenance::verify::DataRead;
 
     #[test]
     fn records_replace_and_read_back() {
@@ -221,35 +166,5 @@ mod tests {
         );
         assert!(log.last("verify", None).unwrap().is_none());
         assert!(all[0].finished_unix().unwrap() > 1.7e9);
-    }
-
-    #[test]
-    fn coverage_grows_and_starts_over() {
-        let report = |bytes, wrapped, after_wrap, whole| VerifyReport {
-            stored_bytes: 1000,
-            read: DataRead {
-                bytes,
-                wrapped,
-                bytes_after_wrap: after_wrap,
-                whole,
-                last: Some(Id([1; 32])),
-                ..DataRead::default()
-            },
-            ..VerifyReport::default()
-        };
-        let c1 = Coverage::after_run(None, &report(300, false, 0, false));
-        assert_eq!(c1.ratio(), 0.3);
-        let c2 = Coverage::after_run(Some(&c1), &report(300, false, 0, false));
-        assert_eq!(c2.ratio(), 0.6);
-        let c3 = Coverage::after_run(Some(&c2), &report(500, true, 100, false));
-        assert_eq!(c3.ratio(), 0.1);
-        let all = Coverage::after_run(Some(&c3), &report(1000, false, 0, true));
-        assert_eq!((all.ratio(), all.cursor.clone()), (1.0, None));
-        let next = Coverage::after_run(Some(&all), &report(200, false, 0, false));
-        assert_eq!(
-            next.ratio(),
-            0.2,
-            "a subset after a whole read starts a cycle"
-        );
     }
 }

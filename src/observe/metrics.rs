@@ -22,7 +22,8 @@
 //! | `walden_restorable_window_end_timestamp_seconds` | `cluster` | the end of that window: when the last segment of the unbroken WAL was archived | Unix seconds |
 //! | `walden_repository_stored_bytes` | — | bytes of the packs the repository's index files name (base backups' data, trees and page maps), after compression and encryption, as the catalog knows them; archived WAL, kept in packs its WAL records name, is not counted | bytes |
 //! | `walden_verify_last_success_timestamp_seconds` | — | when the newest verify ended without finding a problem | Unix seconds |
-//! | `walden_verify_coverage_ratio` | — | the share of the repository's stored data that verifies have read back and checked in the current cycle: `--read-data` reads it all (1); runs of `--read-data-subset` move on through the packs in id order, and the cycle starts over, near 0, when a run passes the last pack | ratio, 0 to 1 |
+//! | `walden_verify_coverage_ratio` | — | the share of the repository's stored bytes that some verify (on any machine) has read back and found sound, as the newest verify found it: `--read-data` makes it 1; new backups lower it until a run reads them, which `--read-data-subset` does first | ratio, 0 to 1 |
+//! | `walden_verify_oldest_unchecked_timestamp_seconds` | — | since when the longest-unchecked stored byte has gone unchecked, as the newest verify found it: the oldest time a pack was last found sound, or a never-checked pack's storage time | Unix seconds |
 //! | `walden_drill_last_success_timestamp_seconds` | — | when the newest restore drill ended with a server that started and answered | Unix seconds |
 //! | `walden_sync_last_success_timestamp_seconds` | `destination` | when the newest sync to the offsite destination (its URL, without credentials) completed | Unix seconds |
 //! | `walden_forget_last_success_timestamp_seconds` | — | when the newest `forget` (not a dry run) ended | Unix seconds |
@@ -83,6 +84,11 @@ pub const VERIFY_COVERAGE: Series = Series {
     help: "Share of the stored data read back and checked in the current verify cycle (0 to 1).",
     labels: &[],
 };
+pub const VERIFY_OLDEST_UNCHECKED: Series = Series {
+    name: "walden_verify_oldest_unchecked_timestamp_seconds",
+    help: "Unix time since which the longest-unchecked stored data has gone without a verify reading it back.",
+    labels: &[],
+};
 pub const DRILL_LAST_SUCCESS: Series = Series {
     name: "walden_drill_last_success_timestamp_seconds",
     help: "Unix time at which the newest successful restore drill ended.",
@@ -106,7 +112,7 @@ pub const PRUNE_LAST_SUCCESS: Series = Series {
 };
 
 /// Every series walden exports, in the order it writes them.
-pub const SERIES: [Series; 12] = [
+pub const SERIES: [Series; 13] = [
     BACKUP_LAST_SUCCESS,
     BACKUP_LAST_DURATION,
     WAL_LAST_ARCHIVED,
@@ -115,6 +121,7 @@ pub const SERIES: [Series; 12] = [
     REPOSITORY_STORED_BYTES,
     VERIFY_LAST_SUCCESS,
     VERIFY_COVERAGE,
+    VERIFY_OLDEST_UNCHECKED,
     DRILL_LAST_SUCCESS,
     SYNC_LAST_SUCCESS,
     FORGET_LAST_SUCCESS,

@@ -178,7 +178,13 @@ impl Status {
         }
         let f = e.series(&metrics::VERIFY_COVERAGE)?;
         if let Some(c) = verify.and_then(|v| v.coverage.as_ref()) {
-            f.sample(&[], c.ratio())?;
+            f.sample(&[], c.ratio)?;
+        }
+        let f = e.series(&metrics::VERIFY_OLDEST_UNCHECKED)?;
+        if let Some(v) = verify
+            && let Some(c) = &v.coverage
+        {
+            f.sample(&[], v.finished_unix()? - c.oldest_unchecked_secs as f64)?;
         }
         let f = e.series(&metrics::DRILL_LAST_SUCCESS)?;
         if let Some(d) = self.jobs.iter().find(|j| j.job == "drill") {

@@ -87,7 +87,7 @@ async fn read(
                 wait.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let files = cluster.summary_files().await?;
     let chosen = match covering(&files, timeline, from, start) {

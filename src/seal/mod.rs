@@ -46,6 +46,7 @@ pub enum Kind {
     MasterKey,
     WalRecord,
     RestorePoint,
+    Verified,
 }
 
 impl Kind {
@@ -63,6 +64,7 @@ impl Kind {
             Kind::MasterKey => b'K',
             Kind::WalRecord => b'W',
             Kind::RestorePoint => b'P',
+            Kind::Verified => b'V',
         }
     }
 }

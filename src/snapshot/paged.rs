@@ -152,14 +152,17 @@ pub async fn read_map(repo: &Repo, node: &Node) -> Result<(usize, Vec<PageRef>)>
     let mut out = Vec::new();
     let mut page_size = 0usize;
     for id in &pieces {
-        let loc = repo.locate(id)?;
-        if loc.blob_type != BlobType::Map {
+        if repo.locate(id)?.blob_type != BlobType::Map {
             return Err(Error::corrupt(format!(
                 "{}: blob {id} is not a page map piece",
                 node.name_lossy()
             )));
         }
-        let piece = Piece::decode(&repo.read_blob(id).await?)
+    }
+    // A file's pieces were stored together: one read gets them all.
+    let plains = repo.read_blobs(&pieces).await?;
+    for (id, plain) in pieces.iter().zip(plains) {
+        let piece = Piece::decode(&plain)
             .map_err(|e| e.context(format!("{}: map piece {id}", node.name_lossy())))?;
         if page_size != 0 && piece.page_size as usize != page_size {
             return Err(Error::corrupt(format!(
