@@ -108,6 +108,7 @@ impl LiveSet {
         let conn = rusqlite::Connection::open(&path).map_err(db)?;
         conn.execute_batch(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;
+             PRAGMA locking_mode=EXCLUSIVE;
              CREATE TABLE live(id BLOB PRIMARY KEY, pack BLOB) WITHOUT ROWID;",
         )
         .map_err(db)?;
@@ -331,6 +332,9 @@ async fn pack_uses(
         let index = repo.read_index(iid).await.map_err(|e| {
             e.context("prune stopped before deleting anything (run `walden repair index`)")
         })?;
+        // One transaction per index file: a commit per claim would cost
+        // a lock round and a page-cache sweep for every blob.
+        let tx = live.conn.unchecked_transaction().map_err(db)?;
         for p in index.packs {
             let u = uses.entry(p.id).or_default();
             u.indexes.push(*iid);
@@ -348,6 +352,7 @@ async fn pack_uses(
                 }
             }
         }
+        tx.commit().map_err(db)?;
     }
     Ok((uses, index_ids.into_iter().collect()))
 }
@@ -565,11 +570,15 @@ async fn repack(
 /// New packs per index file, as writers make them: memory holds the
 /// entries of a few packs, not of everything repacked.
 const PACKS_PER_INDEX: usize = 8;
+/// Nor more blob entries than this: packs of tiny blobs hold hundreds of
+/// thousands each.
+const ENTRIES_PER_INDEX: usize = 100_000;
 
 /// Stores an index file naming `packs` once there are enough of them (or
 /// any, with `last`); returns the bytes of the packs it named.
 async fn save_full_index(repo: &Repo, packs: &mut Vec<IndexedPack>, last: bool) -> Result<u64> {
-    if packs.is_empty() || (!last && packs.len() < PACKS_PER_INDEX) {
+    let entries: usize = packs.iter().map(|p| p.blobs.len()).sum();
+    if packs.is_empty() || (!last && packs.len() < PACKS_PER_INDEX && entries < ENTRIES_PER_INDEX) {
         return Ok(0);
     }
     let named = std::mem::take(packs);
