@@ -17,6 +17,11 @@ use super::{BlobType, Reader};
 const MAGIC: &[u8; 4] = b"WIDX";
 const VERSION: u8 = 1;
 
+/// The most blob entries a writer puts in one index file: readers decode
+/// an index file whole, so this bounds their memory whatever the blobs'
+/// size (packs of tiny blobs hold hundreds of thousands each).
+pub const MAX_ENTRIES: usize = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedPack {
     pub id: Id,

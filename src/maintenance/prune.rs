@@ -570,15 +570,14 @@ async fn repack(
 /// New packs per index file, as writers make them: memory holds the
 /// entries of a few packs, not of everything repacked.
 const PACKS_PER_INDEX: usize = 8;
-/// Nor more blob entries than this: packs of tiny blobs hold hundreds of
-/// thousands each.
-const ENTRIES_PER_INDEX: usize = 100_000;
 
 /// Stores an index file naming `packs` once there are enough of them (or
 /// any, with `last`); returns the bytes of the packs it named.
 async fn save_full_index(repo: &Repo, packs: &mut Vec<IndexedPack>, last: bool) -> Result<u64> {
     let entries: usize = packs.iter().map(|p| p.blobs.len()).sum();
-    if packs.is_empty() || (!last && packs.len() < PACKS_PER_INDEX && entries < ENTRIES_PER_INDEX) {
+    if packs.is_empty()
+        || (!last && packs.len() < PACKS_PER_INDEX && entries < crate::format::index::MAX_ENTRIES)
+    {
         return Ok(0);
     }
     let named = std::mem::take(packs);

@@ -356,7 +356,9 @@ async fn upload_stage(sh: &Arc<Shared>, rx: tokio::sync::mpsc::Receiver<Pack>) -
         match r {
             Ok(Some(p)) => {
                 pending.push(p);
-                if pending.len() >= PACKS_PER_INDEX {
+                let entries: usize = pending.iter().map(|p: &IndexedPack| p.blobs.len()).sum();
+                if pending.len() >= PACKS_PER_INDEX || entries >= crate::format::index::MAX_ENTRIES
+                {
                     write_index(sh, std::mem::take(&mut pending)).await?;
                 }
             }
