@@ -180,6 +180,9 @@ print(' '.join(f'{t}{(s+i)>>8:08X}{(s+i)&255:08X}' for i in range(n)))" "$first_
         as_pg env WALDEN_CLUSTER="$sysid" "$W" --config "$wconf" wal-fetch --prefetch 0 "$seg" "$work/walcopy/$seg"
     done
     promote walden floor-cp "cp $work/walcopy/%f %p"
+    # The same floor over pgBackRest's restored directory: whether the
+    # directory or the fetch makes the replay slower.
+    promote pgbackrest floor-cp-pgbackrest "cp $work/walcopy/%f %p"
     rm -rf "$work/walcopy"
 fi
 
@@ -251,7 +254,7 @@ echo "restored: walden $(( RB[walden] / 1048576 )) MiB in ${RF[walden]} files, p
 echo "full backup (for the record): walden ${T[walden,backup]} s, pgbackrest ${T[pgbackrest,backup]} s"
 echo "target: $target_time (LSN $target_lsn) after pgbench -T $dur; sum(abalance) $expected; replay from $first_seg to $last_seg ($n_segs segments)"
 labels="$(for i in $(seq 1 "$runs"); do echo "walden-$i pgbackrest-$i"; done)"
-[ "$extras" = 1 ] && labels="$labels walden-prefetch0 pgbackrest-async floor-cp"
+[ "$extras" = 1 ] && labels="$labels walden-prefetch0 pgbackrest-async floor-cp floor-cp-pgbackrest"
 for l in $labels; do
     printf '  %-17s load %5s | restore %6s s, accepting connections %7s s, promoted %7s s, sum ok | %s\n' \
         "$l" "${P[$l,load]}" "${P[$l,restore]}" "${P[$l,conn]}" "${P[$l,total]}" "${P[$l,log]}"
