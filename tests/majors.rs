@@ -112,6 +112,37 @@ fn round_trip(major: u32) {
     let ledger_at_lsn = ledger(&source);
     let lsn = source.psql("select pg_current_wal_lsn()");
     transfers(&source, root, 50);
+    if summaries {
+        // Asked not to use them, a backup reads the changed ledger whole
+        // and says why.
+        source.psql("update ledger set note = lower(note) where id = 7");
+        let whole = ok(
+            &archive.base_backup_of(
+                &source,
+                &source.data,
+                "incremental",
+                &["--no-wal-summaries"],
+            ),
+            "incremental backup without summaries",
+        );
+        let used = &whole["postgres"]["wal_summaries"];
+        assert_eq!(used["used"], false, "{whole}");
+        assert!(
+            used["note"]
+                .as_str()
+                .unwrap()
+                .contains("--no-wal-summaries"),
+            "{whole}"
+        );
+        let size: u64 = source
+            .psql("select pg_relation_size('ledger')")
+            .parse()
+            .unwrap();
+        assert!(
+            whole["summary"]["read_bytes"].as_u64().unwrap() >= size,
+            "the ledger read whole: {whole}"
+        );
+    }
     source.psql("update accounts set balance = 0");
     archive_current(&source);
     source.stop();

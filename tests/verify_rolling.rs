@@ -127,3 +127,21 @@ fn a_time_budget_stops_starting_packs() {
     ]);
     assert_eq!(code(&o), 2, "a budget that is neither size nor time");
 }
+
+#[test]
+fn a_record_that_cannot_be_stored_is_a_warning_not_a_failure() {
+    let e = repository();
+    let o = e.run_faulty(
+        "put[verified/]=error",
+        &["--json", "verify", "--read-data-subset", "50%"],
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["read"]["packs"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+    assert!(e.objects("verified").is_empty());
+    // Nothing was recorded, so the next run reads the same never-checked
+    // packs first.
+    let (_, next) = subset(&e, &["50%"]);
+    assert_eq!(next["read"]["bytes"], v["read"]["bytes"], "{next}");
+}

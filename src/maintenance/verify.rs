@@ -356,7 +356,7 @@ async fn save_checked(
     }
     // Records are merged into the new one before they go, so a run on
     // another machine that read the same records loses nothing either.
-    for old in checked.records.iter().filter(|r| **r != id) {
+    for old in &checked.records {
         if let Err(e) = repo.store().delete(&layout::verified(old)).await {
             tracing::warn!("verification record {old}: not removed: {e}");
         }

@@ -119,17 +119,7 @@ pub fn skips_file(rel_path: &str) -> bool {
 /// directory, named `<relfilenode>[_fsm|_vm|_init][.<segment>]`. These are
 /// arrays of 8 KiB pages and are best cut at page boundaries.
 pub fn is_relation_file(rel_path: &str) -> bool {
-    let (dir, name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
-    if !(dir == "global" || is_database_dir(dir)) {
-        return false;
-    }
-    let (main, segment) = name.split_once('.').unwrap_or((name, "0"));
-    let stem = main
-        .strip_suffix("_fsm")
-        .or_else(|| main.strip_suffix("_vm"))
-        .or_else(|| main.strip_suffix("_init"))
-        .unwrap_or(main);
-    is_digits(stem) && is_digits(segment)
+    super::summary::relation_file(rel_path).is_some()
 }
 
 /// Whether `rel_path` is a tablespace's entry in `pg_tblspc` (a symlink to

@@ -125,13 +125,6 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
     } else {
         "full"
     };
-    // The parent's directory trees are read by the walk right after the
-    // start's checkpoint; read them meanwhile, so the checkpoint's wait
-    // also pays for fetching them (the walk then finds them cached).
-    let warm = parent
-        .as_ref()
-        .and_then(|(_, p)| p.root.subtree)
-        .map(|root| tokio::spawn(read_trees(repo.clone(), root)));
     let start_time = SystemTime::now();
     let start = cluster
         .backup_start(&format!(
@@ -139,9 +132,6 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
             crate::format::format_time(start_time)
         ))
         .await?;
-    if let Some(w) = warm {
-        w.abort();
-    }
     let timeline = WalName::parse(&start.wal)?.timeline;
     let (changes, summary_use) = match parent.as_ref().and_then(|(_, p)| p.postgres.as_ref()) {
         Some(pp) if cluster.major().wal_summaries => {
@@ -203,23 +193,6 @@ pub async fn run(repo: Arc<Repo>, opts: PgBackupOptions) -> Result<(Id, Snapshot
         })
     };
     backup::run_with(repo, backup_opts, after).await
-}
-
-/// Reads every directory tree below `root` (at most a few thousand), for
-/// nothing but to have them fetched; errors are the walk's to report.
-async fn read_trees(repo: Arc<Repo>, root: Id) {
-    let mut todo = vec![root];
-    let mut read = 0;
-    while let Some(id) = todo.pop() {
-        read += 1;
-        if read > 4096 {
-            return;
-        }
-        let Ok(tree) = repo.read_tree(&id).await else {
-            continue;
-        };
-        todo.extend(tree.nodes.iter().filter_map(|n| n.subtree));
-    }
 }
 
 /// How long a backup waits for the WAL summarizer to reach its start.

@@ -388,17 +388,6 @@ impl PageReader<'_> {
         let from = u64::from(from).min(w.parent_len() as u64);
         let must = |i: u64| i >= from || changed.binary_search(&(i as u32)).is_ok();
         let ps = self.page_size as u64;
-        // Ask for every page needed at once: the disk serves scattered
-        // reads far faster queued together than one after another.
-        for &p in changed
-            .iter()
-            .take_while(|&&p| u64::from(p) < from.min(count))
-        {
-            advise_willneed(self.f, u64::from(p) * ps, ps);
-        }
-        if from < count {
-            advise_willneed(self.f, from * ps, (count - from) * ps);
-        }
         let mut buf = Vec::new();
         let mut i = 0u64;
         while i < count {
@@ -458,20 +447,6 @@ impl PageReader<'_> {
             }
         }
         w.push(page)
-    }
-}
-
-/// Tells the kernel that `len` bytes of `f` at `offset` will be read soon,
-/// so it starts reading them now. Only a hint: failure changes nothing.
-fn advise_willneed(f: &File, offset: u64, len: u64) {
-    // SAFETY: a plain syscall on a descriptor `f` keeps open.
-    unsafe {
-        libc::posix_fadvise(
-            std::os::fd::AsRawFd::as_raw_fd(f),
-            offset as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_WILLNEED,
-        );
     }
 }
 
