@@ -27,6 +27,25 @@ impl Id {
         Id(*blake3::hash(data).as_bytes())
     }
 
+    /// [`Id::hash`] of everything `r` yields, read in 1 MiB pieces, and
+    /// its length: hashes a pack without holding it in memory.
+    pub fn hash_reader(mut r: impl std::io::Read) -> std::io::Result<(Id, u64)> {
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            h.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok((Id(*h.finalize().as_bytes()), len))
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -82,6 +101,13 @@ impl<'de> serde::Deserialize<'de> for Id {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_a_reader_is_hashing_its_bytes() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+        let (id, len) = Id::hash_reader(&data[..]).unwrap();
+        assert_eq!((id, len), (Id::hash(&data), data.len() as u64));
+    }
 
     #[test]
     fn hex_round_trip() {

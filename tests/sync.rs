@@ -466,6 +466,52 @@ fn faults_on_the_destination_and_the_repair_path() {
     assert!(v.status.success(), "{}", stderr(&v));
 }
 
+#[test]
+fn a_damaged_source_pack_is_named_and_nothing_naming_it_is_copied() {
+    let e = Env::new();
+    let src = small_source(&e);
+    std::fs::write(src.join("big"), common::tree::noise(3, 8 << 20)).unwrap();
+    e.ok(&["backup", src.to_str().unwrap()]);
+    let mut packs: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![e.repo().join("data")];
+    while let Some(d) = stack.pop() {
+        for f in std::fs::read_dir(&d).unwrap() {
+            let p = f.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                packs.push(p)
+            }
+        }
+    }
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let victim = packs.last().unwrap().clone();
+    let mut b = std::fs::read(&victim).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x10;
+    std::fs::write(&victim, b).unwrap();
+
+    let dst = e.path("offsite");
+    let o = sync_cmd(&e, &dst, "copy password", &[]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr(&o).contains(name) && stderr(&o).contains("does not match its id"),
+        "the damaged pack is named: {}",
+        stderr(&o)
+    );
+    let copied = |sub: &str| {
+        std::fs::read_dir(dst.join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(copied("snapshots"), 0, "no snapshot names a missing pack");
+    assert!(
+        !std::fs::exists(dst.join("data").join(&name[..2]).join(name)).unwrap(),
+        "the damaged pack is not copied"
+    );
+}
+
 fn sync_cmd_faulty(e: &Env, to: &Path, faults: &str, args: &[&str]) -> Output {
     let mut full = vec!["--json", "sync", "--to", to.to_str().unwrap()];
     full.extend_from_slice(&["--kdf-memory-mib", "8", "--kdf-iterations", "1"]);

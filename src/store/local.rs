@@ -162,6 +162,26 @@ impl Inner {
     }
 
     fn put_blocking(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<()> {
+        self.publish(name, mode, |f| f.write_all(bytes))
+    }
+
+    /// Copies the file `from` under `name`: `std::io::copy` between two
+    /// files is `copy_file_range`, so the bytes never pass through this
+    /// process.
+    fn put_file_blocking(&self, name: &str, from: &Path, mode: PutMode) -> Result<()> {
+        let mut src =
+            File::open(from).map_err(|e| io_err(format!("reading {}", from.display()), e))?;
+        self.publish(name, mode, |f| io::copy(&mut src, f).map(|_| ()))
+    }
+
+    /// Writes a new object with `fill` into `.tmp/`, flushes it and gives
+    /// it its name.
+    fn publish(
+        &self,
+        name: &str,
+        mode: PutMode,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<()> {
         let path = self.path(name)?;
         let p = self.policy()?;
         let tmp_dir = self.root.join(TMP);
@@ -171,7 +191,7 @@ impl Inner {
         let what = || format!("writing {}", path.display());
         let mut f =
             AtomicFile::create_in(&tmp_dir, &path, p.file_mode).map_err(|e| io_err(what(), e))?;
-        f.write_all(bytes).map_err(|e| io_err(what(), e))?;
+        fill(f.file()).map_err(|e| io_err(what(), e))?;
         if let Some((uid, gid)) = p.owner {
             std::os::unix::fs::chown(f.tmp_path(), Some(uid), Some(gid))
                 .map_err(|e| io_err(what(), e))?;
@@ -319,6 +339,20 @@ impl Backend for Local {
         let name = name.to_string();
         Box::pin(self.run(move |me| me.delete_blocking(&name)))
     }
+
+    fn local_file(&self, name: &str) -> Option<PathBuf> {
+        self.inner.path(name).ok()
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        name: &'a str,
+        from: &'a Path,
+        mode: PutMode,
+    ) -> BoxFuture<'a, Result<()>> {
+        let (name, from) = (name.to_string(), from.to_path_buf());
+        Box::pin(self.run(move |me| me.put_file_blocking(&name, &from, mode)))
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +403,42 @@ mod tests {
         s.delete("wal/a").await.unwrap();
         assert_eq!(s.get("wal/a").await.unwrap_err().kind(), Kind::NotFound);
         assert!(s.put("../x", vec![], PutMode::Replace).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_file_is_copied_in_create_only() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Local::new(d.path().join("repo"));
+        let from = d.path().join("f");
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&from, &body).unwrap();
+        s.put_file("data/ab/p", &from, PutMode::CreateOnly)
+            .await
+            .unwrap();
+        assert_eq!(s.get("data/ab/p").await.unwrap(), body);
+        std::fs::write(&from, b"other").unwrap();
+        let e = s
+            .put_file("data/ab/p", &from, PutMode::CreateOnly)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict);
+        assert_eq!(s.get("data/ab/p").await.unwrap(), body, "never replaced");
+        let e = s
+            .put_file("data/ab/q", &d.path().join("gone"), PutMode::CreateOnly)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::NotFound);
+        assert_eq!(
+            s.local_file("data/ab/p"),
+            Some(d.path().join("repo/data/ab/p"))
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path().join("repo").join(TMP))
+                .unwrap()
+                .count(),
+            0,
+            "no temporary file is left"
+        );
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ mod url;
 
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -81,6 +82,35 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Listed>>>;
     /// Deleting an absent object succeeds.
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// The file that holds `name`, for a backend that keeps objects as
+    /// plain local files; `None` for any other (and for wrappers, so their
+    /// faults and counts see every read).
+    fn local_file(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Stores the contents of the local file `from` under `name`, as `put`
+    /// does. A local backend copies file to file (in the kernel where it
+    /// can), so a copy between two local repositories holds no object in
+    /// memory; any other reads the file and puts it.
+    fn put_file<'a>(
+        &'a self,
+        name: &'a str,
+        from: &'a Path,
+        mode: PutMode,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let path = from.to_path_buf();
+            let bytes = tokio::task::spawn_blocking(move || {
+                std::fs::read(&path)
+                    .map_err(|e| crate::error::Error::io(format!("reading {}", path.display()), e))
+            })
+            .await
+            .map_err(|e| crate::error::Error::internal(format!("file read task: {e}")))??;
+            self.put(name, bytes, mode).await
+        })
+    }
 }
 
 /// A repository's object store.
@@ -155,6 +185,17 @@ impl Store {
     /// otherwise.
     pub async fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         self.backend.put(name, bytes, PutMode::CreateOnly).await
+    }
+
+    /// Like [`Store::put_new`], with the bytes of a local file.
+    pub async fn put_new_file(&self, name: &str, from: &Path) -> Result<()> {
+        self.backend.put_file(name, from, PutMode::CreateOnly).await
+    }
+
+    /// The local file holding `name`, when this store keeps its objects
+    /// as plain files (see [`Backend::local_file`]).
+    pub fn local_file(&self, name: &str) -> Option<PathBuf> {
+        self.backend.local_file(name)
     }
 
     pub async fn get(&self, name: &str) -> Result<Vec<u8>> {

@@ -703,20 +703,20 @@ impl Copier<'_> {
         if let Some(n) = size {
             self.o.progress.add_total(n);
         }
-        let bytes = self
-            .src
-            .store()
-            .get(name)
-            .await
-            .map_err(|e| e.context("reading the source"))?;
-        let len = bytes.len() as u64;
-        if Id::hash(&bytes) != *id || size.is_some_and(|w| w != len) {
-            return Err(Error::corrupt(format!(
-                "pack {name} of the source does not match its id; nothing naming it was copied \
-                 (run `walden verify --read-data` on the source)"
-            )));
-        }
-        let written = self.put(name, bytes).await?;
+        let (len, written) = match self.src.store().local_file(name) {
+            Some(file) => self.copy_pack_file(id, name, size, &file).await?,
+            None => {
+                let bytes = self
+                    .src
+                    .store()
+                    .get(name)
+                    .await
+                    .map_err(|e| e.context("reading the source"))?;
+                let len = bytes.len() as u64;
+                check_pack(name, id, size, &Id::hash(&bytes), len)?;
+                (len, self.put(name, bytes).await?)
+            }
+        };
         // Success means durable: the pack must be there, whole, before
         // anything names it.
         match self.dst.store().size(name).await? {
@@ -729,7 +729,12 @@ impl Copier<'_> {
             }
         }
         if self.o.verify && written {
-            // `put` compared the bytes; the hash names them.
+            let back = self.dst.store().get(name).await?;
+            if Id::hash(&back) != *id {
+                return Err(Error::corrupt(format!(
+                    "{name} reads back from the destination with other bytes than were written"
+                )));
+            }
             self.note(|r| r.verified += 1);
         }
         if written {
@@ -743,6 +748,44 @@ impl Copier<'_> {
         }
         self.o.progress.advance(len);
         Ok(len)
+    }
+
+    /// Copies a pack the source keeps as a local file: hashed as it is
+    /// read with a small buffer, then copied file to file, so no pack is
+    /// held in memory. Packs never change once written, and the source is
+    /// locked against a prune, so the bytes copied are the bytes hashed.
+    /// Returns the size and whether this run stored it.
+    async fn copy_pack_file(
+        &self,
+        id: &Id,
+        name: &str,
+        size: Option<u64>,
+        file: &Path,
+    ) -> Result<(u64, bool)> {
+        let path = file.to_path_buf();
+        let (hash, len) = tokio::task::spawn_blocking(move || hash_file(&path))
+            .await
+            .map_err(|e| Error::internal(format!("hashing task: {e}")))?
+            .map_err(|e| e.context("reading the source"))?;
+        check_pack(name, id, size, &hash, len)?;
+        if let Some(l) = &self.limiter {
+            l.wait(len).await;
+        }
+        match self.dst.store().put_new_file(name, file).await {
+            Ok(()) => {
+                self.note(|r| {
+                    r.objects += 1;
+                    r.bytes += len;
+                });
+                Ok((len, true))
+            }
+            // Packs are named by their hash: what is there is this pack.
+            Err(e) if e.kind() == Kind::Conflict => {
+                self.note(|r| r.already_there += 1);
+                Ok((len, false))
+            }
+            Err(e) => Err(e.context(format!("storing {name} on the destination"))),
+        }
     }
 
     /// For `--snapshots`: copies the packs holding the blobs the selected
@@ -810,6 +853,24 @@ impl Copier<'_> {
         }
         Ok(())
     }
+}
+
+/// A source pack must hash to its id and, where an index says, have its
+/// size: nothing naming a damaged pack is copied.
+fn check_pack(name: &str, id: &Id, size: Option<u64>, hash: &Id, len: u64) -> Result<()> {
+    if hash != id || size.is_some_and(|w| w != len) {
+        return Err(Error::corrupt(format!(
+            "pack {name} of the source does not match its id; nothing naming it was copied \
+             (run `walden verify --read-data` on the source)"
+        )));
+    }
+    Ok(())
+}
+
+/// The pack id and length of a file.
+fn hash_file(path: &Path) -> Result<(Id, u64)> {
+    let what = |e| Error::io(path.display(), e);
+    Id::hash_reader(std::fs::File::open(path).map_err(what)?).map_err(what)
 }
 
 #[cfg(test)]
