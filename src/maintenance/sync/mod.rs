@@ -224,6 +224,8 @@ struct Copier<'a> {
     /// Packs checked or stored on the destination in this run, with their
     /// sizes.
     packs: Mutex<HashMap<Id, u64>>,
+    /// One permit per upload in flight (`--jobs`), across all roots.
+    slots: tokio::sync::Semaphore,
     report: Mutex<Report>,
 }
 
@@ -264,6 +266,7 @@ async fn run_unlocked(src: &Repo, dst: &Repo, o: &Options) -> Result<Report> {
         state: State::open(&state::path(&o.cache_root, &src.id(), &dst.id())),
         limiter: o.limit_upload.map(Limiter::new),
         packs: Mutex::new(HashMap::new()),
+        slots: tokio::sync::Semaphore::new(o.jobs.max(1)),
         report: Mutex::new(Report::default()),
     };
     let full = o.selection == Selection::All;
@@ -565,8 +568,15 @@ impl Copier<'_> {
             },
             What::Snapshot | What::Point => Vec::new(),
         };
-        for (p, size) in &packs {
-            match self.ensure_pack(p, *size).await {
+        // The packs of one root in parallel too (one index file may name
+        // every pack of a backup); `slots` bounds the copies of the run.
+        let ensured: Vec<Result<u64>> =
+            futures_util::stream::iter(packs.iter().map(|(p, size)| self.ensure_pack(p, *size)))
+                .buffer_unordered(self.o.jobs.max(1))
+                .collect()
+                .await;
+        for r in ensured {
+            match r {
                 Ok(_) => {}
                 // The record went with its pack meanwhile (a forget on the
                 // source, which a `wal-only` run does not lock out).
@@ -674,6 +684,15 @@ impl Copier<'_> {
     /// or copied from the source after checking it against its id. Returns
     /// its size.
     async fn ensure_pack(&self, id: &Id, size: Option<u64>) -> Result<u64> {
+        if let Some(s) = self.packs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(*s);
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("sync: upload slots closed"))?;
+        // Another root's copy may have finished while this one waited.
         if let Some(s) = self.packs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(*s);
         }
