@@ -7,8 +7,10 @@
 //! case: the prune repacks the live half of every pack.
 //!
 //! `cargo bench --bench prune_scale` (`WALDEN_BENCH_BLOBS=N` for another
-//! count, `BENCH_DIR` to keep the repository). Under `cargo test` it does
-//! nothing: building the repository takes minutes.
+//! count, `BENCH_DIR` to keep the repository; `WALDEN_BENCH_BUILD_ONLY=1`
+//! stops after the forget, leaving the prune to run by hand, e.g. under a
+//! heap profiler). Under `cargo test` it does nothing: building the
+//! repository takes minutes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,6 +66,10 @@ fn main() {
         began.elapsed().as_secs_f64()
     );
     run(&["forget", "--keep-last", "1"]);
+    if std::env::var_os("WALDEN_BENCH_BUILD_ONLY").is_some() {
+        eprintln!("built only: prune {} by hand", repo_dir.display());
+        return;
+    }
 
     let timed = work.join("time.out");
     let o = std::process::Command::new("/usr/bin/time")
