@@ -186,6 +186,9 @@ async fn forget_run(s: &Settings, a: &ForgetArgs, job: &Job) -> Result<i32> {
     let o = options(s, a)?;
     let repo = walden::repo::Repo::open_unsynced(s.store()?, &s.password()?, &s.cache_dir).await?;
     let prune = a.prune.then(|| a.prune_args.options(s, a.dry_run));
+    if prune.is_some() {
+        super::prune::large_buffers_to_the_system();
+    }
     let (report, pruned) = forget::run(&repo, &o, prune).await?;
     print(s, &report, pruned.as_ref());
     if !a.dry_run {

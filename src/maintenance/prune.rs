@@ -10,9 +10,12 @@
 //!    would look unreferenced.
 //! 2. List the packs, and read each index file once, measuring how much of
 //!    each indexed pack is live.
-//! 3. Indexed packs with nothing live go; those whose unused share is over
-//!    `--max-unused` are repacked: their live blobs, opened and checked
-//!    against their ids, are copied into new packs with a new index file.
+//! 3. Indexed packs with nothing live go. Then the emptiest packs are
+//!    repacked until the unused bytes left are at most `--max-unused` of
+//!    what the kept packs hold (restic's meaning of the flag: a budget for
+//!    the repository, not a bar for each pack, so scattered garbage does
+//!    not rewrite every pack): their live blobs, opened and checked against
+//!    their ids, are copied into new packs with a new index file.
 //! 4. Index files naming a pack that goes are rewritten without it (the new
 //!    one stored before the old one is removed).
 //! 5. The packs go, in parallel.
@@ -39,8 +42,8 @@ use crate::repo::refs::{self, Reached};
 /// How a prune runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Repack an indexed pack when more than this share (0..=1) of its
-    /// bytes is unused.
+    /// The share (0..=1) of the kept packs' bytes that may stay unused;
+    /// the emptiest packs are repacked until no more is.
     pub max_unused: f64,
     /// Repack at most this many bytes of packs in one run.
     pub max_repack: Option<u64>,
@@ -470,16 +473,27 @@ fn decide(
             }
         }
     }
-    // The emptiest packs first, while the budget lasts.
+    // The emptiest packs first, while more is unused than the repository
+    // may keep and the repack budget lasts. Repacking moves a pack's live
+    // bytes, so what is live stays the same: unused ≤ p × (live + unused)
+    // is unused ≤ p / (1 - p) × live.
     candidates.sort_by(|a, b| {
         let share = |u: &PackUse| u.used as f64 / u.total.max(1) as f64;
         share(a.1).total_cmp(&share(b.1)).then(a.0.cmp(b.0))
     });
+    let live: u64 = candidates.iter().map(|(_, u)| u.used).sum();
+    let mut unused_left: u64 = candidates.iter().map(|(_, u)| u.total - u.used).sum();
+    let allowed = if o.max_unused >= 1.0 {
+        u64::MAX
+    } else {
+        (o.max_unused / (1.0 - o.max_unused) * live as f64) as u64
+    };
     for (id, u) in candidates {
         let unused = u.total - u.used;
         let size = listed.get(id).map_or(u.total, |(s, _)| *s);
-        if (unused as f64) > o.max_unused * u.total as f64 && size <= repack_budget {
+        if unused > 0 && unused_left > allowed && size <= repack_budget {
             repack_budget -= size;
+            unused_left -= unused;
             d.repack.push(*id);
         } else {
             report.unused_bytes_kept += unused;
@@ -780,6 +794,45 @@ mod tests {
         let mut r = Report::default();
         let d = decide(&listed, &uses, &wal, None, &o, &mut r);
         assert!(!d.delete.contains(&id(6)) && d.delete.contains(&id(8)));
+    }
+
+    #[test]
+    fn scattered_garbage_is_repacked_only_down_to_the_allowance() {
+        // Ten packs of 100 bytes, nine 10% unused and one 30%: 880 live,
+        // 120 unused. At 5%, at most 0.05 / 0.95 × 880 = 46 bytes may stay
+        // unused: the emptiest goes first, then ties by id until 40 are
+        // left, so six packs are repacked and four kept.
+        let listed: HashMap<Id, (u64, Option<SystemTime>)> =
+            (1..=10).map(|n| (id(n), (100, None))).collect();
+        let mut uses: HashMap<Id, PackUse> = (1..=10).map(|n| (id(n), used(100, 90))).collect();
+        uses.insert(id(7), used(100, 70));
+        let o = options(60);
+        let mut r = Report::default();
+        let d = decide(&listed, &uses, &HashSet::new(), None, &o, &mut r);
+        assert_eq!(d.repack, vec![id(1), id(2), id(3), id(4), id(5), id(7)]);
+        assert_eq!(r.unused_bytes_kept, 40);
+        // 0% leaves nothing unused; 100% repacks nothing.
+        let mut o = options(60);
+        o.max_unused = 0.0;
+        let d = decide(
+            &listed,
+            &uses,
+            &HashSet::new(),
+            None,
+            &o,
+            &mut Report::default(),
+        );
+        assert_eq!(d.repack.len(), 10);
+        o.max_unused = 1.0;
+        let d = decide(
+            &listed,
+            &uses,
+            &HashSet::new(),
+            None,
+            &o,
+            &mut Report::default(),
+        );
+        assert!(d.repack.is_empty());
     }
 
     #[test]
