@@ -91,8 +91,8 @@ pub async fn run(s: &Settings, mut a: PruneCommand) -> Result<i32> {
 /// being rebuilt, uploading), each from a different thread; glibc's
 /// default raises its mapping threshold after the first large free and
 /// then serves such buffers from per-thread heaps that never shrink. At 3
-/// million blobs that kept peak RSS at 313–341 MiB for 252 MiB of live
-/// heap; with the fixed threshold it was 234 MiB, in the same time
+/// million blobs that kept peak RSS at 305–333 MiB for 252 MiB of live
+/// heap; with the fixed threshold it was 228 MiB, in the same time
 /// (benches/README.md). Process-wide, so only the commands that prune call
 /// it.
 pub fn large_buffers_to_the_system() {
