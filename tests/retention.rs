@@ -357,6 +357,62 @@ fn forgotten(e: &Env) -> (String, std::path::PathBuf) {
     (latest, dir)
 }
 
+/// Every object under the repository with its size, for "nothing changed".
+fn objects(repo: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for f in std::fs::read_dir(&d).unwrap() {
+            let p = f.unwrap().path();
+            let name = p.strip_prefix(repo).unwrap().to_string_lossy().to_string();
+            if name.starts_with("locks") || name.starts_with(".tmp") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((name, std::fs::metadata(&p).unwrap().len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_the_repack_budget_bounds_a_run() {
+    let e = Env::new();
+    let (latest, _) = forgotten(&e);
+    let before = objects(&e.repo());
+
+    let dry = e.json(&["prune", "--dry-run", "--max-unused", "0"]);
+    assert!(dry["bytes_freed"].as_u64().unwrap() > 0, "{dry}");
+    assert!(dry["packs_repacked"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(objects(&e.repo()), before, "a dry run changes nothing");
+
+    // A budget smaller than any pack: nothing is repacked, while packs
+    // with nothing live still go (they cost no repacking).
+    let small = e.json(&["prune", "--max-unused", "0", "--max-repack", "1KiB"]);
+    assert_eq!(small["packs_repacked"], 0, "{small}");
+    assert!(
+        small["unused_bytes_kept"].as_u64().unwrap() > 0,
+        "what the budget left is reported: {small}"
+    );
+    let after_small = objects(&e.repo());
+    assert!(after_small.len() <= before.len(), "nothing was added");
+
+    // Without a budget the next run repacks what the first left.
+    let full = e.json(&["prune", "--max-unused", "0"]);
+    assert_eq!(
+        full["packs_repacked"], dry["packs_repacked"],
+        "{full} {dry}"
+    );
+    assert_eq!(full["unused_bytes_kept"], 0, "{full}");
+    e.ok(&["verify", "--read-data"]);
+    let out = e.path("out");
+    e.ok(&["restore", &latest, "--to", out.to_str().unwrap()]);
+}
+
 #[test]
 fn a_prune_killed_anywhere_leaves_a_repository_that_verifies_and_the_next_one_finishes() {
     let clean = Env::new();
