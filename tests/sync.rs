@@ -429,20 +429,7 @@ fn faults_on_the_destination_and_the_repair_path() {
         full.extend_from_slice(args);
         e.command("copy password", &full).output().unwrap()
     };
-    let mut packs = Vec::new();
-    let mut stack = vec![dst.join("data")];
-    while let Some(d) = stack.pop() {
-        for f in std::fs::read_dir(&d).unwrap() {
-            let p = f.unwrap().path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                packs.push(p)
-            }
-        }
-    }
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let victim = packs.last().unwrap().clone();
+    let victim = largest_pack(&dst);
     let mut b = std::fs::read(&victim).unwrap();
     b[100] ^= 1;
     std::fs::write(&victim, b).unwrap();
@@ -466,14 +453,10 @@ fn faults_on_the_destination_and_the_repair_path() {
     assert!(v.status.success(), "{}", stderr(&v));
 }
 
-#[test]
-fn a_damaged_source_pack_is_named_and_nothing_naming_it_is_copied() {
-    let e = Env::new();
-    let src = small_source(&e);
-    std::fs::write(src.join("big"), common::tree::noise(3, 8 << 20)).unwrap();
-    e.ok(&["backup", src.to_str().unwrap()]);
-    let mut packs: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![e.repo().join("data")];
+/// The largest pack file of the local repository at `repo`.
+fn largest_pack(repo: &Path) -> PathBuf {
+    let mut packs = Vec::new();
+    let mut stack = vec![repo.join("data")];
     while let Some(d) = stack.pop() {
         for f in std::fs::read_dir(&d).unwrap() {
             let p = f.unwrap().path();
@@ -484,8 +467,19 @@ fn a_damaged_source_pack_is_named_and_nothing_naming_it_is_copied() {
             }
         }
     }
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let victim = packs.last().unwrap().clone();
+    packs
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack")
+}
+
+#[test]
+fn a_damaged_source_pack_is_named_and_nothing_naming_it_is_copied() {
+    let e = Env::new();
+    let src = small_source(&e);
+    std::fs::write(src.join("big"), common::tree::noise(3, 8 << 20)).unwrap();
+    e.ok(&["backup", src.to_str().unwrap()]);
+    let victim = largest_pack(&e.repo());
     let mut b = std::fs::read(&victim).unwrap();
     let mid = b.len() / 2;
     b[mid] ^= 0x10;

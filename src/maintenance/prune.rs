@@ -812,27 +812,23 @@ mod tests {
         assert_eq!(d.repack, vec![id(1), id(2), id(3), id(4), id(5), id(7)]);
         assert_eq!(r.unused_bytes_kept, 40);
         // 0% leaves nothing unused; 100% repacks nothing.
-        let mut o = options(60);
-        o.max_unused = 0.0;
-        let d = decide(
-            &listed,
-            &uses,
-            &HashSet::new(),
-            None,
-            &o,
-            &mut Report::default(),
-        );
-        assert_eq!(d.repack.len(), 10);
-        o.max_unused = 1.0;
-        let d = decide(
-            &listed,
-            &uses,
-            &HashSet::new(),
-            None,
-            &o,
-            &mut Report::default(),
-        );
-        assert!(d.repack.is_empty());
+        let repacked = |max_unused: f64| {
+            let o = Options {
+                max_unused,
+                ..options(60)
+            };
+            decide(
+                &listed,
+                &uses,
+                &HashSet::new(),
+                None,
+                &o,
+                &mut Report::default(),
+            )
+            .repack
+        };
+        assert_eq!(repacked(0.0).len(), 10);
+        assert!(repacked(1.0).is_empty());
     }
 
     #[test]
