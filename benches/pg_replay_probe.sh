@@ -13,6 +13,7 @@
 # server the time to promoted and PostgreSQL's own "redo done … elapsed".
 #
 # usage: bash benches/pg_replay_probe.sh [SIZE_MB] [SECONDS]   (defaults 512, 120)
+#        ORDER="B A B2 A2 A3" replays in another order (default "A B A2 A3 B2").
 # needs what pg_restore_compare.sh needs; run as root.
 set -euo pipefail
 size_mb="${1:-512}"; dur="${2:-120}"
@@ -74,4 +75,4 @@ replay() {
     echo "$label: $(echo "$t2 - $t0" | bc) s to promoted, sum $got (expected $expected); $(grep -c 'restored log file' "$work/server-$label.log") segments"
     grep -E "redo starts|redo done|recovery stopping|ready to accept|interrupted|starting point" "$work/server-$label.log" | cut -c1-140
 }
-replay A "$work/A"; replay B "$work/B"; replay A2 "$work/A2"; replay A3 "$work/A3"; replay B2 "$work/B2"
+for label in ${ORDER:-A B A2 A3 B2}; do replay "$label" "$work/$label"; done
