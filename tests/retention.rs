@@ -357,38 +357,33 @@ fn forgotten(e: &Env) -> (String, std::path::PathBuf) {
     (latest, dir)
 }
 
-/// Every object under the repository with its size, for "nothing changed".
-fn objects(repo: &Path) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for f in std::fs::read_dir(&d).unwrap() {
-            let p = f.unwrap().path();
-            let name = p.strip_prefix(repo).unwrap().to_string_lossy().to_string();
-            if name.starts_with("locks") || name.starts_with(".tmp") {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((name, std::fs::metadata(&p).unwrap().len()));
-            }
-        }
-    }
-    out.sort();
-    out
+/// Every object of `e`'s repository with its size (locks and temporary
+/// files aside), for "nothing changed".
+fn objects(e: &Env) -> Vec<(String, u64)> {
+    let repo = e.repo();
+    e.objects("")
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (
+                p.strip_prefix(&repo).unwrap().to_string_lossy().to_string(),
+                len,
+            )
+        })
+        .filter(|(name, _)| !name.starts_with("locks") && !name.starts_with(".tmp"))
+        .collect()
 }
 
 #[test]
 fn a_dry_run_changes_nothing_and_the_repack_budget_bounds_a_run() {
     let e = Env::new();
     let (latest, _) = forgotten(&e);
-    let before = objects(&e.repo());
+    let before = objects(&e);
 
     let dry = e.json(&["prune", "--dry-run", "--max-unused", "0"]);
     assert!(dry["bytes_freed"].as_u64().unwrap() > 0, "{dry}");
     assert!(dry["packs_repacked"].as_u64().unwrap() > 0, "{dry}");
-    assert_eq!(objects(&e.repo()), before, "a dry run changes nothing");
+    assert_eq!(objects(&e), before, "a dry run changes nothing");
 
     // A budget smaller than any pack: nothing is repacked, while packs
     // with nothing live still go (they cost no repacking).
@@ -398,7 +393,7 @@ fn a_dry_run_changes_nothing_and_the_repack_budget_bounds_a_run() {
         small["unused_bytes_kept"].as_u64().unwrap() > 0,
         "what the budget left is reported: {small}"
     );
-    let after_small = objects(&e.repo());
+    let after_small = objects(&e);
     assert!(after_small.len() <= before.len(), "nothing was added");
 
     // Without a budget the next run repacks what the first left.
