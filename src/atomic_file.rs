@@ -107,6 +107,17 @@ impl AtomicFile {
         sync_dir(&parent_of(&self.dest))
     }
 
+    /// Gives the file its name without making anything durable: readers
+    /// see it whole or not at all, and after a crash it may be missing or
+    /// hold anything. For files that are checked before use or made again
+    /// after a crash (a cache, a file PostgreSQL fetches again).
+    pub fn commit_unsynced(mut self) -> io::Result<()> {
+        drop(self.file.take().expect("committed once"));
+        std::fs::rename(&self.tmp, &self.dest)?;
+        self.forget_tmp();
+        Ok(())
+    }
+
     fn forget_tmp(&mut self) {
         if let Some(set) = pending().as_mut() {
             set.remove(&self.tmp);

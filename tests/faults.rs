@@ -88,11 +88,17 @@ fn damaged_spool_files_are_never_served() {
         0o600
     );
     for damage in ["flip", "empty"] {
+        // The segment and its check file, kept aside to damage again.
         let p = spool.join(&second);
+        let check = spool.join(format!("{second}.check"));
+        let keep = e.path("spool-keep");
+        std::fs::create_dir_all(&keep).unwrap();
         if !p.exists() {
-            std::fs::copy(spool.join(format!("{second}.keep")), &p).unwrap();
+            std::fs::copy(keep.join("segment"), &p).unwrap();
+            std::fs::copy(keep.join("check"), &check).unwrap();
         } else {
-            std::fs::copy(&p, spool.join(format!("{second}.keep"))).unwrap();
+            std::fs::copy(&p, keep.join("segment")).unwrap();
+            std::fs::copy(&check, keep.join("check")).unwrap();
         }
         let mut b = std::fs::read(&p).unwrap();
         match damage {

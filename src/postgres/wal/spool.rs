@@ -3,40 +3,51 @@
 //! the next ones into this spool and serves later asks from it, without
 //! opening the repository (no password derivation, no listing).
 //!
-//! A spooled segment is trusted no more than the repository: each file
-//! carries a header with its size and a BLAKE3 hash of its name and
-//! content, checked before a byte reaches PostgreSQL. A file that fails
-//! (cut short, flipped, renamed, empty) is dropped and the segment is
-//! fetched from the repository instead. The spool holds plaintext WAL, so
-//! its directory is 0700 and its files 0600, whatever the umask. It is
-//! keyed by the repository's location, which is known before the
-//! repository is opened.
+//! A spooled segment is trusted no more than the repository: beside each
+//! file lies a check file with its size and a BLAKE3 hash of its name and
+//! content, verified before a byte reaches PostgreSQL. A file that fails
+//! (cut short, flipped, renamed, empty, its check missing) is dropped and
+//! the segment is fetched from the repository instead. Nothing here is
+//! fsynced: the check catches what a crash leaves, and the repository
+//! still holds every segment.
 //!
-//! Spool file: `"WSPL" version: u8 = 1  size: u64 LE  hash[32]  content`.
+//! Why the content sits alone in its file: a checked segment is served by
+//! renaming it to PostgreSQL's `%p` when both are on one filesystem, so a
+//! hit costs one read to verify and no copy and no `fsync` (measured: replay
+//! waited 0.05 to 0.1 s per segment on a copy with `fsync`).
+//!
+//! The spool holds plaintext WAL, so its directory is 0700 and its files
+//! 0600, whatever the umask. It is keyed by the repository's location,
+//! which is known before the repository is opened.
+//!
+//! Per segment NAME: `NAME` holds the content; `NAME.check` holds
+//! `"WSPL" version: u8 = 2  size: u64 LE  hash[32]`. The check file is
+//! written first and the content renamed into place last, so a visible
+//! `NAME` always has its check beside it.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::atomic_file::{AtomicFile, Publish};
+use crate::atomic_file::AtomicFile;
 use crate::error::{Error, Result};
 use crate::pg::walname::{WalKind, WalName};
 
 const MAGIC: &[u8; 4] = b"WSPL";
-const VERSION: u8 = 1;
-const HEADER: usize = 4 + 1 + 8 + 32;
+const VERSION: u8 = 2;
+const CHECK: usize = 4 + 1 + 8 + 32;
+const CHECK_SUFFIX: &str = ".check";
 
 pub struct Spool {
     dir: PathBuf,
 }
 
-fn hash(name: &str, content: &[u8]) -> [u8; 32] {
+fn hasher(name: &str) -> blake3::Hasher {
     let mut h = blake3::Hasher::new_derive_key("walden 2026-12-01 wal spool file");
     h.update(&(name.len() as u64).to_le_bytes());
     h.update(name.as_bytes());
-    h.update(content);
-    *h.finalize().as_bytes()
+    h
 }
 
 impl Spool {
@@ -61,58 +72,81 @@ impl Spool {
             .map_err(|e| Error::io(self.dir.display(), e))
     }
 
+    fn check_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{CHECK_SUFFIX}"))
+    }
+
     /// Whether segment `name` is in the spool (unchecked).
     pub fn contains(&self, name: &str) -> bool {
         self.dir.join(name).exists()
     }
 
-    /// Spools `content` as `name`.
+    /// Spools `content` as `name`: its check file, then the content.
     pub fn put(&self, name: &str, content: &[u8]) -> Result<()> {
+        use std::io::Write;
         self.make_dir()?;
-        let path = self.dir.join(name);
-        let mut f = AtomicFile::create(&path, 0o600).map_err(|e| Error::io(path.display(), e))?;
-        let mut head = Vec::with_capacity(HEADER);
-        head.extend_from_slice(MAGIC);
-        head.push(VERSION);
-        head.extend_from_slice(&(content.len() as u64).to_le_bytes());
-        head.extend_from_slice(&hash(name, content));
-        f.write_all(&head)
-            .and_then(|_| f.write_all(content))
-            .map_err(|e| Error::io(path.display(), e))?;
-        f.commit(Publish::Replace)
-            .map_err(|e| Error::io(path.display(), e))
+        let mut h = hasher(name);
+        h.update(content);
+        let mut check = Vec::with_capacity(CHECK);
+        check.extend_from_slice(MAGIC);
+        check.push(VERSION);
+        check.extend_from_slice(&(content.len() as u64).to_le_bytes());
+        check.extend_from_slice(h.finalize().as_bytes());
+        for (path, bytes) in [
+            (self.check_path(name), &check[..]),
+            (self.dir.join(name), content),
+        ] {
+            let mut f =
+                AtomicFile::create(&path, 0o600).map_err(|e| Error::io(path.display(), e))?;
+            f.write_all(bytes)
+                .and_then(|_| f.commit_unsynced())
+                .map_err(|e| Error::io(path.display(), e))?;
+        }
+        Ok(())
     }
 
-    /// Reads and checks a spooled file; `None` (and the file dropped) when
-    /// it is missing or fails its check.
-    fn take(&self, name: &str) -> Option<Vec<u8>> {
+    /// Opens spooled segment `name` and checks it against its check file;
+    /// `None` (and both dropped) when it is missing or fails.
+    fn checked(&self, name: &str) -> Option<(File, u64)> {
         let path = self.dir.join(name);
-        let read = || -> std::io::Result<Option<Vec<u8>>> {
+        let check = || -> std::io::Result<Option<(File, u64)>> {
             let mut f = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)?;
-            let mut head = [0u8; HEADER];
-            f.read_exact(&mut head)?;
-            if &head[..4] != MAGIC || head[4] != VERSION {
+            let head = match std::fs::read(self.check_path(name)) {
+                Ok(h) => h,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if head.len() != CHECK || &head[..4] != MAGIC || head[4] != VERSION {
                 return Ok(None);
             }
             let size = u64::from_le_bytes(head[5..13].try_into().expect("8 bytes"));
-            let mut content = Vec::with_capacity(size.min(1 << 30) as usize);
-            (&mut f).take(size + 1).read_to_end(&mut content)?;
-            if content.len() as u64 != size || hash(name, &content) != head[13..] {
+            let mut h = hasher(name);
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let k = f.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            if n != size || h.finalize().as_bytes()[..] != head[13..] {
                 return Ok(None);
             }
-            Ok(Some(content))
+            Ok(Some((f, size)))
         };
-        match read() {
-            Ok(Some(c)) => Some(c),
+        match check() {
+            Ok(Some(ok)) => Some(ok),
             Ok(None) => {
                 tracing::warn!(
                     "spooled WAL file {} failed its check; fetching it from the repository",
                     path.display()
                 );
-                let _ = std::fs::remove_file(&path);
+                self.drop_segment(name);
                 None
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -121,24 +155,44 @@ impl Spool {
                     "spooled WAL file {} is unreadable ({e}); fetching it from the repository",
                     path.display()
                 );
-                let _ = std::fs::remove_file(&path);
+                self.drop_segment(name);
                 None
             }
         }
     }
 
+    fn drop_segment(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(name));
+        let _ = std::fs::remove_file(self.check_path(name));
+    }
+
     /// Serves segment `name` to `dest` from the spool when it is there and
-    /// checks out; returns its size. Only segments are spooled.
+    /// checks out; returns its size. The checked file is renamed to `dest`,
+    /// or copied there when `dest` is on another filesystem. Only segments
+    /// are spooled.
     pub fn serve(&self, name: &WalName, dest: &Path) -> Result<Option<u64>> {
         if name.kind != WalKind::Segment {
             return Ok(None);
         }
-        let Some(content) = self.take(name.as_str()) else {
+        let Some((mut f, size)) = self.checked(name.as_str()) else {
             return Ok(None);
         };
-        write_dest(dest, &content)?;
-        let _ = std::fs::remove_file(self.dir.join(name.as_str()));
-        Ok(Some(content.len() as u64))
+        let path = self.dir.join(name.as_str());
+        match std::fs::rename(&path, dest) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                use std::io::Seek;
+                let mut out =
+                    AtomicFile::create(dest, 0o600).map_err(|e| Error::io(dest.display(), e))?;
+                f.rewind()
+                    .and_then(|_| std::io::copy(&mut f, out.file()))
+                    .and_then(|_| out.commit_unsynced())
+                    .map_err(|e| Error::io(dest.display(), e))?;
+            }
+            Err(e) => return Err(Error::io(dest.display(), e)),
+        }
+        self.drop_segment(name.as_str());
+        Ok(Some(size))
     }
 
     /// Drops spooled segments that replay has gone past.
@@ -151,7 +205,8 @@ impl Spool {
         };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.len() == 24 && n.as_str() < name.as_str() {
+            let seg = n.strip_suffix(CHECK_SUFFIX).unwrap_or(&n);
+            if seg.len() == 24 && seg < name.as_str() {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -185,13 +240,15 @@ impl Spool {
     }
 }
 
-/// Writes a restored WAL file to PostgreSQL's `%p` durably: a temporary
-/// file beside it, renamed into place, so replay never sees a partial one.
+/// Writes a restored WAL file to PostgreSQL's `%p`: a temporary file beside
+/// it, renamed into place, so replay never sees a partial one. Not fsynced:
+/// PostgreSQL fsyncs a restored file it keeps (`durable_rename`) and, after
+/// a crash, runs `restore_command` again for what it needs.
 pub(super) fn write_dest(dest: &Path, content: &[u8]) -> Result<()> {
+    use std::io::Write;
     let mut f = AtomicFile::create(dest, 0o600).map_err(|e| Error::io(dest.display(), e))?;
     f.write_all(content)
-        .map_err(|e| Error::io(dest.display(), e))?;
-    f.commit(Publish::Replace)
+        .and_then(|_| f.commit_unsynced())
         .map_err(|e| Error::io(dest.display(), e))
 }
 
@@ -213,27 +270,77 @@ mod tests {
         assert_eq!(s.serve(&seg(name), &dest).unwrap(), Some(13));
         assert_eq!(std::fs::read(&dest).unwrap(), b"segment bytes");
         assert!(!s.contains(name), "served files leave the spool");
-        // A flipped byte, a cut file and an empty file are all refused.
-        for damage in [0usize, 1, 2] {
+        // A flipped byte, a cut file, an empty file and a missing check are
+        // all refused.
+        for damage in [0usize, 1, 2, 3] {
             s.put(name, b"segment bytes").unwrap();
             let p = s.dir().join(name);
             let mut b = std::fs::read(&p).unwrap();
             match damage {
                 0 => *b.last_mut().unwrap() ^= 1,
                 1 => b.truncate(b.len() - 3),
-                _ => b.clear(),
+                2 => b.clear(),
+                _ => std::fs::remove_file(s.check_path(name)).unwrap(),
             }
             std::fs::write(&p, b).unwrap();
             assert_eq!(s.serve(&seg(name), &dest).unwrap(), None, "damage {damage}");
             assert!(!s.contains(name), "a bad spool file is dropped");
+            assert!(!s.check_path(name).exists(), "and its check");
         }
         // A file spooled under another name does not pass for this one.
         s.put("000000010000000000000011", b"x").unwrap();
         std::fs::rename(s.dir().join("000000010000000000000011"), s.dir().join(name)).unwrap();
+        std::fs::rename(s.check_path("000000010000000000000011"), s.check_path(name)).unwrap();
         assert_eq!(s.serve(&seg(name), &dest).unwrap(), None);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(s.dir()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_segment_is_served_across_filesystems_and_forgotten_with_its_check() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::new(d.path(), "/repo", 7);
+        let name = "000000010000000000000010";
+        // /dev/shm is another filesystem on most Linux machines: the
+        // rename fails with EXDEV and the segment is copied instead.
+        let other = tempfile::tempdir_in("/dev/shm").ok();
+        let dest_dir = match &other {
+            Some(o)
+                if std::fs::metadata(o.path()).unwrap().dev()
+                    != std::fs::metadata(d.path()).unwrap().dev() =>
+            {
+                o.path().to_path_buf()
+            }
+            _ => d.path().to_path_buf(),
+        };
+        let dest = dest_dir.join("RECOVERYXLOG");
+        let content: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        s.put(name, &content).unwrap();
+        assert_eq!(s.serve(&seg(name), &dest).unwrap(), Some(3 << 20));
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        assert!(!s.contains(name) && !s.check_path(name).exists());
+        let left: Vec<_> = std::fs::read_dir(&dest_dir).unwrap().collect();
+        assert_eq!(
+            left.len(),
+            1,
+            "no temporary file left beside the destination"
+        );
+        // Replay past two spooled segments drops them and their checks.
+        s.put("00000001000000000000000E", b"a").unwrap();
+        s.put("000000010000000000000011", b"b").unwrap();
+        s.forget_before(&seg(name));
+        let mut names: Vec<String> = std::fs::read_dir(s.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["000000010000000000000011", "000000010000000000000011.check"]
+        );
     }
 
     #[test]
