@@ -1103,3 +1103,33 @@ pub async fn restore_snapshot(
     let stats = lock::read_locked(&r, lock, async || run(repo, &snap, opts).await).await?;
     Ok((id, stats))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Write system calls made by this thread so far.
+    fn writes_by_this_thread() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").expect("task I/O accounting");
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscw: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a syscw line")
+    }
+
+    #[test]
+    fn pages_are_written_one_write_each() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("16384");
+        let f = File::create(&path).unwrap();
+        let data: Vec<u8> = (0..64 * 8192 + 100).map(|i| (i % 253) as u8).collect();
+        let before = writes_by_this_thread();
+        write_in_pieces(&f, &data, 8192, 8192).unwrap();
+        // 64 whole pages and a short tail: 65 writes, none larger than a
+        // page, so no page-cache folio is larger than the server's page.
+        assert_eq!(writes_by_this_thread() - before, 65);
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[..8192], &[0u8; 8192][..]);
+        assert_eq!(&back[8192..], &data[..]);
+    }
+}

@@ -26,7 +26,6 @@
 //! `NAME` always has its check beside it.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -110,7 +109,7 @@ impl Spool {
     fn checked(&self, name: &str) -> Option<(File, u64)> {
         let path = self.dir.join(name);
         let check = || -> std::io::Result<Option<(File, u64)>> {
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)?;
@@ -124,15 +123,15 @@ impl Spool {
             }
             let size = u64::from_le_bytes(head[5..13].try_into().expect("8 bytes"));
             let mut h = hasher(name);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                let k = f.read(&mut buf)?;
-                if k == 0 {
-                    break;
-                }
-                h.update(&buf[..k]);
-                n += k as u64;
+            let n = f.metadata()?.len();
+            if n > 0 {
+                // Hashed where it lies in the page cache: reading it into
+                // a buffer first took a fifth of a hit's time.
+                // SAFETY: the spool's files are walden's own, in a 0700
+                // directory, and are not changed once named; a file changed
+                // anyway fails the hash.
+                let map = unsafe { memmap2::Mmap::map(&f)? };
+                h.update(&map);
             }
             if n != size || h.finalize().as_bytes()[..] != head[13..] {
                 return Ok(None);
