@@ -265,9 +265,10 @@ fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
     })
 }
 
-/// Compresses `data` into `out`, which has room for zstd's bound, with
-/// this thread's context; returns the frame's length, or None when the
-/// data does not look compressible or did not get smaller.
+/// Appends `data` compressed to `out`, whose spare capacity holds zstd's
+/// bound, with this thread's context; false when the data does not look
+/// compressible or did not get smaller (then `out` may hold a partial
+/// frame after its old length, for the caller to truncate).
 fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> bool {
     if looks_incompressible(data) {
         return false;

@@ -352,16 +352,15 @@ thread_local! {
 impl PageReader<'_> {
     /// Every page, in large sequential reads; returns the file's size.
     fn read_all(&mut self, w: &mut super::paged::PagedWriter, progress: &Progress) -> Result<u64> {
-        let mut size = 0u64;
         // Large reads, pages taken as slices of them: no copy or
         // allocation per page. The buffer is the reading thread's own,
         // made once: a new zeroed 1 MiB buffer per file cost a 1 MiB
         // memset for every small file of the cluster.
         let mut buf = READ_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
         buf.resize((1 << 20) / self.page_size * self.page_size, 0);
-        let r = self.read_all_into(w, progress, &mut buf, &mut size);
+        let r = self.read_all_into(w, progress, &mut buf);
         READ_BUFFER.with(|b| *b.borrow_mut() = buf);
-        r.map(|_| size)
+        r
     }
 
     fn read_all_into(
@@ -369,8 +368,8 @@ impl PageReader<'_> {
         w: &mut super::paged::PagedWriter,
         progress: &Progress,
         buf: &mut [u8],
-        size: &mut u64,
-    ) -> Result<()> {
+    ) -> Result<u64> {
+        let mut size = 0u64;
         let mut index = 0u64;
         loop {
             let n = read_full(self.f, buf).map_err(|e| Error::io(self.job.path.display(), e))?;
@@ -381,14 +380,14 @@ impl PageReader<'_> {
             self.read_bytes += n as u64;
             for page in buf[..n].chunks(self.page_size) {
                 self.take(w, index, page)?;
-                *size += page.len() as u64;
+                size += page.len() as u64;
                 index += 1;
             }
             if n < buf.len() {
                 break;
             }
         }
-        Ok(())
+        Ok(size)
     }
 
     /// Only `changed` (sorted page numbers) and the pages at or past

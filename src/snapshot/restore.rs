@@ -313,16 +313,11 @@ struct SparseWriter<'a> {
 
 impl<'a> SparseWriter<'a> {
     fn new(f: &'a File) -> Self {
-        Self::at(f, 0)
-    }
-
-    /// A writer whose first byte goes at `at`.
-    fn at(f: &'a File, at: u64) -> Self {
         SparseWriter {
             f,
             buf: Vec::new(),
-            buf_at: at,
-            at,
+            buf_at: 0,
+            at: 0,
         }
     }
 

@@ -18,7 +18,7 @@ use super::{read_content, read_record};
 pub async fn fetch(repo: &Repo, cluster: u64, name: &WalName, dest: &Path) -> Result<u64> {
     let rec = read_record(repo, cluster, name).await?;
     let content = read_content(repo, &rec).await?;
-    write_dest(dest, &content)?;
+    write_dest(dest, &content[..])?;
     Ok(content.len() as u64)
 }
 

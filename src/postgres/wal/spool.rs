@@ -179,15 +179,8 @@ impl Spool {
         let path = self.dir.join(name.as_str());
         match std::fs::rename(&path, dest) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                use std::io::Seek;
-                let mut out =
-                    AtomicFile::create(dest, 0o600).map_err(|e| Error::io(dest.display(), e))?;
-                f.rewind()
-                    .and_then(|_| std::io::copy(&mut f, out.file()))
-                    .and_then(|_| out.commit_unsynced())
-                    .map_err(|e| Error::io(dest.display(), e))?;
-            }
+            // The map that checked it left the file's offset at 0.
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => write_dest(dest, &mut f)?,
             Err(e) => return Err(Error::io(dest.display(), e)),
         }
         self.drop_segment(name.as_str());
@@ -243,10 +236,9 @@ impl Spool {
 /// it, renamed into place, so replay never sees a partial one. Not fsynced:
 /// PostgreSQL fsyncs a restored file it keeps (`durable_rename`) and, after
 /// a crash, runs `restore_command` again for what it needs.
-pub(super) fn write_dest(dest: &Path, content: &[u8]) -> Result<()> {
-    use std::io::Write;
+pub(super) fn write_dest(dest: &Path, mut content: impl std::io::Read) -> Result<()> {
     let mut f = AtomicFile::create(dest, 0o600).map_err(|e| Error::io(dest.display(), e))?;
-    f.write_all(content)
+    std::io::copy(&mut content, f.file())
         .and_then(|_| f.commit_unsynced())
         .map_err(|e| Error::io(dest.display(), e))
 }
