@@ -831,3 +831,42 @@ fn wal_push_refuses_segments_that_are_not_what_their_name_says() {
     ]);
     assert!(std::fs::read(e.path("out")).unwrap() == good);
 }
+
+#[test]
+fn wal_push_stores_a_repeated_block_once_and_fetches_the_file_back_whole() {
+    // A switched segment: some WAL, a block repeated, then a zeroed tail.
+    let e = Env::new();
+    e.init();
+    let name = "000000010000000000000031";
+    let mb = 1 << 20;
+    let mut seg = common::wal::segment(name, 31, 16 * mb, 1);
+    let first_block = seg[mb..2 * mb].to_vec();
+    seg[2 * mb..3 * mb].copy_from_slice(&first_block);
+    seg[3 * mb..].fill(0);
+    let dir = e.path("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, &seg).unwrap();
+    let out = e.json(&["wal-push", p.to_str().unwrap()]);
+    assert_eq!(out["outcome"], "stored", "{out}");
+    // Blocks 0 and 1 (noise), one of block 2's repeats, one zero block.
+    let stored = out["new_stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored > 2 * mb as u64 && stored < 2 * mb as u64 + 64 * 1024,
+        "stored {stored} bytes"
+    );
+    let packs = e.objects("data");
+    assert_eq!(packs.len(), 1, "one pack for the push");
+    let pack_size = std::fs::metadata(&packs[0]).unwrap().len();
+    assert!(pack_size < stored + 4096, "pack of {pack_size} bytes");
+    let back = e.path("back");
+    e.ok(&["wal-fetch", "--prefetch", "0", name, back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == seg,
+        "fetched byte for byte"
+    );
+    // Pushed again with the same content: archived already, nothing stored.
+    let again = e.json(&["wal-push", p.to_str().unwrap()]);
+    assert_eq!(again["outcome"], "already_archived", "{again}");
+    assert_eq!(e.objects("data").len(), 1);
+}

@@ -51,6 +51,20 @@ impl PackBuilder {
         }
     }
 
+    /// A builder whose buffer already holds blobs end to end: `body`, as
+    /// `entries` (in order, from offset 0) describe it.
+    pub fn from_body(body: Vec<u8>, entries: Vec<PackEntry>) -> Self {
+        debug_assert_eq!(
+            entries.iter().map(|e| e.length as usize).sum::<usize>(),
+            body.len(),
+            "the entries cover the body"
+        );
+        Self {
+            bytes: body,
+            entries,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }

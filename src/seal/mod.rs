@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
@@ -187,6 +188,18 @@ impl MasterKey {
         self.seal.seal(kind, name, plaintext, c)
     }
 
+    /// [`SealKey::seal_into`] with the data key.
+    pub fn seal_into(
+        &self,
+        kind: Kind,
+        name: &[u8],
+        plaintext: &[u8],
+        c: Compression,
+        out: &mut [MaybeUninit<u8>],
+    ) -> usize {
+        self.seal.seal_into(kind, name, plaintext, c, out)
+    }
+
     /// The short keyed hash a page map keeps of a page: enough to tell a
     /// changed page (a chance collision is 2^-64), and keyed, so nobody
     /// without the key can make one.
@@ -265,55 +278,71 @@ fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
     })
 }
 
-/// Appends `data` compressed to `out`, whose spare capacity holds zstd's
-/// bound, with this thread's context; false when the data does not look
-/// compressible or did not get smaller (then `out` may hold a partial
-/// frame after its old length, for the caller to truncate).
-fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> bool {
+/// The most bytes an envelope of `len` plaintext bytes takes: zstd's bound
+/// when compressing (a frame can be larger than its input), the input
+/// otherwise, and the nonce, flag and tag.
+pub fn envelope_bound(len: usize, c: Compression) -> usize {
+    let room = match c {
+        Compression::Zstd(_) => zstd::zstd_safe::compress_bound(len),
+        Compression::None => 0,
+    };
+    OVERHEAD + room.max(len)
+}
+
+/// Compresses `data` into `out`, which holds zstd's bound, with this
+/// thread's context; returns the frame's length, or `None` when the data
+/// does not look compressible or did not get smaller.
+fn compress_into(level: i32, data: &[u8], out: &mut [MaybeUninit<u8>]) -> Option<usize> {
     if looks_incompressible(data) {
-        return false;
+        return None;
     }
-    COMPRESSOR
-        .with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-                *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-            }
-            let (_, c) = slot.as_mut()?;
-            let start = out.len();
-            c.compress_to_buffer(data, &mut Tail { v: out, start })
-                .ok()
-                .filter(|n| *n < data.len())
-        })
-        .is_some()
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = slot.as_mut()?;
+        c.compress_to_buffer(
+            data,
+            &mut Spare {
+                buf: out,
+                filled: 0,
+            },
+        )
+        .ok()
+        .filter(|n| *n < data.len())
+    })
 }
 
-/// The spare capacity of a vector after its first `start` bytes, as
-/// zstd's output buffer: zstd writes there and the vector grows by what
-/// it wrote, with no byte zeroed beforehand.
-struct Tail<'a> {
-    v: &'a mut Vec<u8>,
-    start: usize,
+/// Copies `data` to the start of `out`; returns its length.
+fn copy_into(data: &[u8], out: &mut [MaybeUninit<u8>]) -> usize {
+    out[..data.len()].write_copy_of_slice(data);
+    data.len()
 }
 
-// SAFETY: `as_mut_ptr` and `capacity` describe the vector's own allocation
-// after `start` (the vector's length is `start` until zstd reports bytes
-// written), and `filled_until(n)` is called only after zstd has written
-// those `n` bytes there, so the length never covers uninitialized memory.
-unsafe impl zstd::zstd_safe::WriteBuf for Tail<'_> {
+/// Uninitialized memory as zstd's output buffer: zstd writes there and
+/// says how much, with no byte zeroed beforehand.
+struct Spare<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    filled: usize,
+}
+
+// SAFETY: `as_mut_ptr` and `capacity` describe `buf`, and `filled_until(n)`
+// is called only after zstd has written those `n` bytes there, so
+// `as_slice` never covers uninitialized memory.
+unsafe impl zstd::zstd_safe::WriteBuf for Spare<'_> {
     fn as_slice(&self) -> &[u8] {
-        &self.v[self.start..]
+        // SAFETY: the first `filled` bytes were written (see above).
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast(), self.filled) }
     }
     fn capacity(&self) -> usize {
-        self.v.capacity() - self.start
+        self.buf.len()
     }
     fn as_mut_ptr(&mut self) -> *mut u8 {
-        // SAFETY: `start` is at most the length, so within the allocation.
-        unsafe { self.v.as_mut_ptr().add(self.start) }
+        self.buf.as_mut_ptr().cast()
     }
     unsafe fn filled_until(&mut self, n: usize) {
-        // SAFETY: the caller wrote `n` bytes after `start` (see above).
-        unsafe { self.v.set_len(self.start + n) }
+        self.filled = n;
     }
 }
 
@@ -336,40 +365,61 @@ impl SealKey {
     /// Compresses (when that helps) and encrypts `plaintext` into a new
     /// envelope under a fresh random nonce.
     pub fn seal(&self, kind: Kind, name: &[u8], plaintext: &[u8], c: Compression) -> Vec<u8> {
-        // Compressed straight into the envelope: one buffer per blob, not
-        // a frame copied into a second one, and not zeroed first (zeroing
-        // every envelope took a tenth of a backup's CPU).
-        let room = match c {
-            Compression::Zstd(_) => zstd::zstd_safe::compress_bound(plaintext.len()),
-            Compression::None => 0,
-        }
-        .max(plaintext.len());
-        let mut out = Vec::with_capacity(NONCE_LEN + 1 + room + TAG_LEN);
-        out.resize(NONCE_LEN + 1, 0);
-        let flag = match c {
-            Compression::Zstd(level) if compress_into(level, plaintext, &mut out) => FLAG_ZSTD,
-            _ => {
-                out.truncate(NONCE_LEN + 1);
-                out.extend_from_slice(plaintext);
-                FLAG_RAW
-            }
+        let mut out = Vec::with_capacity(envelope_bound(plaintext.len(), c));
+        let n = self.seal_into(kind, name, plaintext, c, out.spare_capacity_mut());
+        // SAFETY: seal_into initialized the first `n` bytes it was given.
+        unsafe { out.set_len(n) };
+        out
+    }
+
+    /// Seals `plaintext` as [`seal`](Self::seal) does, into `out`, which
+    /// must hold [`envelope_bound`] bytes; returns the envelope's length,
+    /// the bytes of `out` it initialized. Lets a caller seal many blobs
+    /// side by side into one buffer (a WAL file's pack) instead of one new
+    /// allocation each.
+    pub fn seal_into(
+        &self,
+        kind: Kind,
+        name: &[u8],
+        plaintext: &[u8],
+        c: Compression,
+        out: &mut [MaybeUninit<u8>],
+    ) -> usize {
+        assert!(
+            out.len() >= envelope_bound(plaintext.len(), c),
+            "room for the envelope"
+        );
+        // Compressed straight into the envelope: not a frame copied into a
+        // second buffer, and not zeroed first (zeroing every envelope took
+        // a tenth of a backup's CPU).
+        let (head, body) = out.split_at_mut(NONCE_LEN + 1);
+        let (flag, len) = match c {
+            Compression::Zstd(level) => match compress_into(level, plaintext, body) {
+                Some(n) => (FLAG_ZSTD, n),
+                None => (FLAG_RAW, copy_into(plaintext, body)),
+            },
+            Compression::None => (FLAG_RAW, copy_into(plaintext, body)),
         };
-        let body_end = out.len();
+        for b in head.iter_mut() {
+            b.write(0);
+        }
+        let body_end = NONCE_LEN + 1 + len;
+        // SAFETY: the head was written just above and the body's first
+        // `len` bytes by compress_into or copy_into.
+        let env = unsafe { &mut *(&mut out[..body_end] as *mut [MaybeUninit<u8>] as *mut [u8]) };
         // The one place a nonce is made: 192 random bits, so collisions stay
         // negligible however much one key seals.
-        random_bytes(&mut out[..NONCE_LEN]);
-        let nonce = XNonce::try_from(&out[..NONCE_LEN]).expect("24 bytes");
-        out[NONCE_LEN] = flag;
+        random_bytes(&mut env[..NONCE_LEN]);
+        let nonce = XNonce::try_from(&env[..NONCE_LEN]).expect("24 bytes");
+        env[NONCE_LEN] = flag;
         let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
         let tag = cipher
-            .encrypt_inout_detached(
-                &nonce,
-                &aad(kind, name),
-                (&mut out[NONCE_LEN..body_end]).into(),
-            )
+            .encrypt_inout_detached(&nonce, &aad(kind, name), (&mut env[NONCE_LEN..]).into())
             .expect("XChaCha20-Poly1305 seals any length walden produces");
-        out.extend_from_slice(&tag);
-        out
+        for (o, t) in out[body_end..body_end + TAG_LEN].iter_mut().zip(tag) {
+            o.write(t);
+        }
+        body_end + TAG_LEN
     }
 
     /// Authenticates, decrypts and decompresses an envelope.
