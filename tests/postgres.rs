@@ -724,7 +724,6 @@ fn pg_basebackup_tar_stream_is_stored_restored_byte_for_byte_and_starts_without_
         pages > 1000 && writes * 10 >= pages * 9,
         "{writes} write calls for {pages} relation pages"
     );
-    eprintln!("WRITES {writes} PAGES {pages}");
     assert!(!data.join("recovery.signal").exists());
     let extracted = root.join("extracted");
     hand_over(&extracted);
