@@ -579,6 +579,34 @@ mod tests {
     }
 
     #[test]
+    fn sealed_into_a_slot_of_a_larger_buffer_opens_as_sealed_alone() {
+        let k = MasterKey::generate();
+        let mut random = vec![0u8; 70_000];
+        random_bytes(&mut random);
+        let text = b"a page of WAL, a page of WAL ".repeat(2000);
+        for (data, c) in [
+            (&text[..], Compression::Zstd(1)),
+            (&random[..], Compression::Zstd(1)),
+            (&text[..], Compression::None),
+            (&b""[..], Compression::Zstd(1)),
+        ] {
+            let bound = envelope_bound(data.len(), c);
+            // Two slots side by side: the second must not touch the first.
+            let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::new(0xAB); 2 * bound];
+            let (first, second) = buf.split_at_mut(bound);
+            let n = k.seal_into(Kind::DataBlob, b"n", data, c, second);
+            assert!(n <= bound);
+            assert!(first.iter().all(|b| unsafe { b.assume_init() } == 0xAB));
+            let env: Vec<u8> = second[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            assert_eq!(env.len(), k.seal(Kind::DataBlob, b"n", data, c).len());
+            assert_eq!(k.open(Kind::DataBlob, b"n", &env).unwrap(), data);
+        }
+    }
+
+    #[test]
     fn data_and_tree_ids_differ() {
         let k = MasterKey::generate();
         let x = b"{\"nodes\":[]}";
