@@ -185,7 +185,16 @@ fn init_logging(g: &Global) {
 
 fn run_cli(cli: Cli) -> Result<i32> {
     init_logging(&cli.global);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The commands PostgreSQL runs once per WAL file run on this thread
+    // alone: their work is a few requests and CPU stages that make their
+    // own threads, and every thread a process starts costs it at start and
+    // exit (cross-CPU TLB flushes on this benchmark machine's VM).
+    let mut rt = match &cli.command {
+        Command::WalPush(a) if !a.is_async() => tokio::runtime::Builder::new_current_thread(),
+        Command::WalFetch(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = rt
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;

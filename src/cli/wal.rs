@@ -52,6 +52,12 @@ pub struct PushArgs {
     queue_limit: u64,
 }
 
+impl PushArgs {
+    pub fn is_async(&self) -> bool {
+        self.asynchronous
+    }
+}
+
 #[derive(Args)]
 pub struct DrainArgs {
     #[arg(long)]

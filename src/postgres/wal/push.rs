@@ -118,24 +118,26 @@ fn seal(repo: &Repo, bytes: &[u8]) -> Result<Sealed> {
         {
             mine[i % workers].push((i, s));
         }
+        let work = |blocks: Slots| {
+            blocks
+                .into_iter()
+                .map(|(i, out)| {
+                    let kind = crate::seal::Kind::DataBlob;
+                    let id = repo.key().blob_id(kind, pieces[i]);
+                    let n = repo.key().seal_into(kind, &id.0, pieces[i], c, out);
+                    (i, id, n)
+                })
+                .collect::<Vec<_>>()
+        };
+        // The calling thread takes the first share: one thread fewer to
+        // start and stop in a process that lives for one file.
+        let own = mine.remove(0);
         std::thread::scope(|sc| {
             let handles: Vec<_> = mine
                 .into_iter()
-                .map(|blocks| {
-                    let pieces = &pieces;
-                    sc.spawn(move || {
-                        blocks
-                            .into_iter()
-                            .map(|(i, out)| {
-                                let kind = crate::seal::Kind::DataBlob;
-                                let id = repo.key().blob_id(kind, pieces[i]);
-                                let n = repo.key().seal_into(kind, &id.0, pieces[i], c, out);
-                                (i, id, n)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
+                .map(|blocks| sc.spawn(move || work(blocks)))
                 .collect();
+            done.extend(work(own));
             for h in handles {
                 done.extend(h.join().expect("sealing thread"));
             }
