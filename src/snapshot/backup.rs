@@ -408,10 +408,14 @@ impl PageReader<'_> {
         let mut index = 0u64;
         let mut ahead = ReadAhead::default();
         loop {
-            ahead.advise(self.f, size);
             let n = read_full(self.f, buf).map_err(|e| Error::io(self.job.path.display(), e))?;
             if n == 0 {
                 break;
+            }
+            // Only once a read fills the buffer: a file shorter than one
+            // buffer (most of a cluster's) was read whole by that read.
+            if n == buf.len() {
+                ahead.advise(self.f, size + n as u64);
             }
             progress.advance(n as u64);
             self.read_bytes += n as u64;
