@@ -16,14 +16,16 @@
 //! hit costs one read to verify and no copy and no `fsync` (measured: replay
 //! waited 0.05 to 0.1 s per segment on a copy with `fsync`).
 //!
-//! Why the prefetch does not flush what it spools, although PostgreSQL
-//! `fsync`s every segment it restores on replay's thread: measured, it
-//! made replay no faster. Against pgBackRest's synchronous `archive-get` in
-//! the same runs, replay per segment was 0.087 to 0.097 s against 0.118 to
-//! 0.142 unflushed, 0.114 against 0.098 with an `fdatasync` before naming
-//! each segment (the prefetch falls behind while the server writes), and
-//! 0.108 to 0.116 against 0.123 with a write-back started without waiting
-//! (`sync_file_range`).
+//! Why the prefetch starts writing each spooled segment back to disk
+//! without waiting (`sync_file_range`), although the spool needs no
+//! durability: PostgreSQL `fsync`s every segment it restores, on replay's
+//! own thread (`durable_rename`), and a segment still dirty in the page
+//! cache costs that `fsync` the whole 16 MiB write. Started when the
+//! segment is spooled, the write is done long before replay asks for it.
+//! Measured over one restored 1 GiB cluster replaying 114 segments,
+//! interleaved: redo 17.2 s without it, 11.9 s with it, 15.6 s with
+//! `restore_command = cp`. Waiting for the write (`fdatasync`) instead
+//! made the prefetch fall behind while the server wrote.
 //!
 //! The spool holds plaintext WAL, so its directory is 0700 and its files
 //! 0600, whatever the umask. It is keyed by the repository's location,
@@ -107,6 +109,7 @@ impl Spool {
             let mut f =
                 AtomicFile::create(&path, 0o600).map_err(|e| Error::io(path.display(), e))?;
             f.write_all(bytes)
+                .map(|_| start_write_back(f.file()))
                 .and_then(|_| f.commit_unsynced())
                 .map_err(|e| Error::io(path.display(), e))?;
         }
@@ -241,6 +244,20 @@ impl Spool {
     }
 }
 
+/// Starts writing `f`'s dirty pages to disk and returns at once (see the
+/// module's notes). A failure only costs speed: nothing relies on it.
+fn start_write_back(f: &File) {
+    // SAFETY: a plain syscall on a descriptor the caller keeps open.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+            0,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Writes a restored WAL file to PostgreSQL's `%p`: a temporary file beside
 /// it, renamed into place, so replay never sees a partial one. Not fsynced:
 /// PostgreSQL fsyncs a restored file it keeps (`durable_rename`) and, after
@@ -341,6 +358,73 @@ mod tests {
             names,
             ["000000010000000000000011", "000000010000000000000011.check"]
         );
+    }
+
+    /// Pages of `f` dirty in the page cache, by the `cachestat` system
+    /// call (Linux 6.5 and later); `None` where the kernel lacks it.
+    fn dirty_pages(f: &File) -> Option<u64> {
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            cache: u64,
+            dirty: u64,
+            writeback: u64,
+            evicted: u64,
+            recently_evicted: u64,
+        }
+        let range = Range { off: 0, len: 0 };
+        let mut stat = Stat::default();
+        // SAFETY: both structs are laid out as the kernel's and outlive
+        // the call. 451 is cachestat's number on every 64-bit Linux.
+        let r = unsafe {
+            libc::syscall(
+                451,
+                std::os::fd::AsRawFd::as_raw_fd(f),
+                &range as *const Range,
+                &mut stat as *mut Stat,
+                0u32,
+            )
+        };
+        (r == 0).then_some(stat.dirty)
+    }
+
+    #[test]
+    fn a_spooled_segment_is_on_its_way_to_disk_before_it_is_served() {
+        let d = tempfile::tempdir().unwrap();
+        // A tmpfs's pages are never written anywhere: nothing to see there.
+        // SAFETY: statfs fills the zeroed struct it is given.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let path = std::ffi::CString::new(d.path().as_os_str().as_encoded_bytes()).unwrap();
+        if unsafe { libc::statfs(path.as_ptr(), &mut fs) } == 0 && fs.f_type == libc::TMPFS_MAGIC {
+            eprintln!("skipped: {} is on a tmpfs", d.path().display());
+            return;
+        }
+        let s = Spool::new(d.path(), "/repo", 7);
+        let name = "000000010000000000000010";
+        let content: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+        // The kernel writes dirty pages back by itself after 30 s by
+        // default; this asks within milliseconds.
+        s.put(name, &content).unwrap();
+        let f = File::open(s.dir().join(name)).unwrap();
+        let Some(dirty) = dirty_pages(&f) else {
+            eprintln!("skipped: this kernel has no cachestat");
+            return;
+        };
+        // Left to the kernel, all 4096 pages would still be dirty here.
+        assert!(dirty < 1024, "{dirty} of 4096 pages still dirty");
+        // A control: a file written the plain way is dirty, so the figure
+        // above says something.
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, &content).unwrap();
+        let dirty = dirty_pages(&File::open(&plain).unwrap()).unwrap();
+        if dirty == 0 {
+            eprintln!("this filesystem keeps no dirty pages; nothing to compare");
+        }
     }
 
     #[test]
