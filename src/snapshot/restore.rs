@@ -407,16 +407,7 @@ impl<'a> WriteBack<'a> {
 
     fn start(&mut self) {
         self.pending = 0;
-        // The whole file: pages already under write-back are skipped.
-        // SAFETY: a plain syscall on a descriptor the caller keeps open.
-        unsafe {
-            libc::sync_file_range(
-                std::os::fd::AsRawFd::as_raw_fd(self.f),
-                0,
-                0,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        crate::atomic_file::start_write_back(self.f);
     }
 
     fn finish(mut self) {
