@@ -93,9 +93,23 @@ impl AtomicFile {
     /// Flushes the file, gives it its name and syncs the directory. On any
     /// error the temporary file is removed and `dest` is untouched.
     pub fn commit(mut self, how: Publish) -> io::Result<()> {
-        let file = self.file.take().expect("committed once");
-        file.sync_all()?;
-        drop(file);
+        self.sync()?;
+        let dir = self.name(how)?;
+        sync_dir(&dir)
+    }
+
+    /// Makes the content durable, still under the temporary name. The
+    /// first half of [`AtomicFile::commit`], for a caller that flushes
+    /// several files at once.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file().sync_all()
+    }
+
+    /// Gives the file its name without syncing its directory, which is
+    /// returned: the name is durable only once the caller syncs it. The
+    /// second half of [`AtomicFile::commit`], after [`AtomicFile::sync`].
+    pub fn name(mut self, how: Publish) -> io::Result<PathBuf> {
+        drop(self.file.take().expect("named once"));
         match how {
             Publish::Replace => std::fs::rename(&self.tmp, &self.dest)?,
             Publish::CreateNew => {
@@ -104,7 +118,7 @@ impl AtomicFile {
             }
         }
         self.forget_tmp();
-        sync_dir(&parent_of(&self.dest))
+        Ok(parent_of(&self.dest))
     }
 
     /// Gives the file its name without making anything durable: readers

@@ -83,6 +83,44 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Deleting an absent object succeeds.
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
 
+    /// Stores `first` (replacing what has its name), then each of `then`
+    /// create-only, so that none of `then` is ever found without `first`,
+    /// even after a crash: `first` is durable and reads back whole before
+    /// any of `then` takes its name. A failure of `first` stores none of
+    /// `then`; otherwise each of `then` has its own result (`Conflict`
+    /// when its name is taken). One of `then` not stored within `max_gap`
+    /// of `first` is not stored at all. A backend may write and flush the
+    /// bytes of `then` while it stores `first`: only their names wait.
+    fn put_then<'a>(
+        &'a self,
+        first: &'a str,
+        bytes: Vec<u8>,
+        then: Vec<(String, Vec<u8>)>,
+        max_gap: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Vec<Result<()>>>> {
+        Box::pin(async move {
+            let len = bytes.len() as u64;
+            self.put(first, bytes, PutMode::Replace).await?;
+            match self.size(first).await? {
+                Some(s) if s == len => {}
+                other => {
+                    return Err(crate::error::Error::unavailable(format!(
+                        "{first} reads back with size {other:?} after writing {len} bytes"
+                    )));
+                }
+            }
+            let stored = std::time::Instant::now();
+            let mut out = Vec::with_capacity(then.len());
+            for (name, b) in then {
+                out.push(match stored.elapsed() >= max_gap {
+                    true => Err(gap_exceeded(first, &name, max_gap)),
+                    false => self.put(&name, b, PutMode::CreateOnly).await,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     /// The file that holds `name`, for a backend that keeps objects as
     /// plain local files; `None` for any other (and for wrappers, so their
     /// faults and counts see every read).
@@ -111,6 +149,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
             self.put(name, bytes, mode).await
         })
     }
+}
+
+/// The error of an object [`Backend::put_then`] did not store because
+/// more than `max_gap` passed after storing `first`.
+pub(crate) fn gap_exceeded(
+    first: &str,
+    name: &str,
+    max_gap: std::time::Duration,
+) -> crate::error::Error {
+    crate::error::Error::unavailable(format!(
+        "{name}: more than {} passed after storing {first}; not stored",
+        humantime::format_duration(max_gap)
+    ))
 }
 
 /// A repository's object store.
@@ -185,6 +236,18 @@ impl Store {
     /// otherwise.
     pub async fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         self.backend.put(name, bytes, PutMode::CreateOnly).await
+    }
+
+    /// Stores `first`, then each of `then` create-only, never one of
+    /// `then` without `first` (see [`Backend::put_then`]).
+    pub async fn put_then(
+        &self,
+        first: &str,
+        bytes: Vec<u8>,
+        then: Vec<(String, Vec<u8>)>,
+        max_gap: std::time::Duration,
+    ) -> Result<Vec<Result<()>>> {
+        self.backend.put_then(first, bytes, then, max_gap).await
     }
 
     /// Like [`Store::put_new`], with the bytes of a local file.

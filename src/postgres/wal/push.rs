@@ -394,58 +394,65 @@ async fn store(
         }
     }
     let (pack, bytes, entries) = builder.finish(repo.key());
-    let pack_size = bytes.len() as u64;
     let pack_name = layout::pack(&pack);
-    let stored = async {
-        repo.store().put(&pack_name, bytes).await?;
-        // Success means durable: the pack must be there, whole.
-        match repo.store().size(&pack_name).await? {
-            Some(s) if s == pack_size => Ok(()),
-            other => Err(Error::unavailable(format!(
-                "pack {pack_name} reads back with size {other:?} after writing {pack_size} bytes"
-            ))),
-        }
-    }
-    .await;
-    if let Err(e) = stored {
-        return sealed
-            .into_iter()
-            .map(|(i, _)| (i, Err(Error::new(e.kind(), e.message().to_string()))))
-            .collect();
-    }
-    let pack_written = std::time::SystemTime::now();
     let place: std::collections::HashMap<Id, &crate::format::pack::PackEntry> =
         entries.iter().map(|e| (e.id, e)).collect();
+    // Each file's record is made before the pack is stored (it names only
+    // the pack and offsets), so a local store can flush both at once.
+    let records: Vec<(usize, WalRecord, Vec<Id>, u64)> = sealed
+        .into_iter()
+        .zip(stored_bytes)
+        .map(|((i, s), stored)| {
+            let ids: Vec<Id> = s.chunks.iter().map(|c| c.id).collect();
+            let content = ids
+                .iter()
+                .map(|id| {
+                    let e = place[id];
+                    WalBlob {
+                        id: *id,
+                        pack,
+                        offset: e.offset,
+                        length: e.length,
+                        raw_length: e.raw_length,
+                    }
+                })
+                .collect();
+            (i, record(cluster, &names[i], s.size, content), ids, stored)
+        })
+        .collect();
+    let then = records
+        .iter()
+        .map(|(i, r, _, _)| {
+            let obj = Object::Wal {
+                cluster,
+                name: names[*i].as_str(),
+            };
+            (
+                obj.name(),
+                repo.seal_object(&obj, &r.encode(), Compression::Zstd(3)),
+            )
+        })
+        .collect();
+    // Prune takes a pack no index or record names for abandoned once the
+    // storage says it is older than its grace period (an hour by default):
+    // a push that stalled that long between its pack and its record (a
+    // suspended machine) must not store the record.
+    let put = repo
+        .store()
+        .put_then(&pack_name, bytes, then, MAX_PACK_TO_RECORD)
+        .await;
+    let put = match put {
+        Ok(put) => put,
+        Err(e) => {
+            return records
+                .into_iter()
+                .map(|(i, ..)| (i, Err(Error::new(e.kind(), e.message().to_string()))))
+                .collect();
+        }
+    };
     let mut out = Vec::new();
-    for ((i, s), stored) in sealed.into_iter().zip(stored_bytes) {
-        let ids: Vec<Id> = s.chunks.iter().map(|c| c.id).collect();
-        let content = ids
-            .iter()
-            .map(|id| {
-                let e = place[id];
-                WalBlob {
-                    id: *id,
-                    pack,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                }
-            })
-            .collect();
-        // Prune takes a pack no index or record names for abandoned once
-        // the storage says it is older than its grace period (an hour by
-        // default): a push that stalled that long between its pack and its
-        // record (a suspended machine) must not store the record.
-        let stalled = pack_written.elapsed().is_ok_and(|d| d > MAX_PACK_TO_RECORD);
-        let r = match stalled {
-            true => Err(Error::unavailable(format!(
-                "WAL file {}: more than {} passed between storing its pack and its record; \
-                 not archived (PostgreSQL retries it)",
-                names[i],
-                humantime::format_duration(MAX_PACK_TO_RECORD)
-            ))),
-            false => store_record(repo, cluster, &names[i], ids, s.size, content).await,
-        };
+    for ((i, rec, ids, stored), put) in records.into_iter().zip(put) {
+        let r = confirm_record(repo, cluster, &names[i], &ids, rec, put).await;
         out.push((
             i,
             r.map(|o| match o {
@@ -503,16 +510,9 @@ async fn confirm_pack(
     checked
 }
 
-/// Stores one file's record create-only and reads it back.
-async fn store_record(
-    repo: &Repo,
-    cluster: u64,
-    name: &WalName,
-    ids: Vec<Id>,
-    size: u64,
-    content: Vec<WalBlob>,
-) -> Result<PushOutcome> {
-    let record = WalRecord {
+/// The record of WAL file `name` of `cluster`, made now by this host.
+fn record(cluster: u64, name: &WalName, size: u64, content: Vec<WalBlob>) -> WalRecord {
+    WalRecord {
         version: crate::format::VERSION,
         system_identifier: cluster.to_string(),
         name: name.as_str().to_string(),
@@ -520,29 +520,39 @@ async fn store_record(
         content,
         time: crate::format::format_time(std::time::SystemTime::now()),
         host: host_name(),
-    };
-    let obj = Object::Wal {
-        cluster,
-        name: name.as_str(),
-    };
-    match repo
-        .put_new_object(&obj, &record.encode(), Compression::Zstd(3))
-        .await
-    {
+    }
+}
+
+/// What storing one file's record create-only (with result `put`) did,
+/// read back.
+async fn confirm_record(
+    repo: &Repo,
+    cluster: u64,
+    name: &WalName,
+    ids: &[Id],
+    record: WalRecord,
+    put: Result<()>,
+) -> Result<PushOutcome> {
+    let size = record.size;
+    match put {
         Ok(()) => {}
         // Another push of this name stored its record first.
         Err(e) if e.kind() == Kind::Conflict => {
             let existing = read_record(repo, cluster, name).await?;
-            return compare(name, &ids, size, &existing);
+            return compare(name, ids, size, &existing);
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            return Err(e.context(format!(
+                "WAL file {name} not archived (PostgreSQL retries it)"
+            )));
+        }
     }
     // Success means durable: the record must read back as written. A store
     // without create-only puts may have let another writer replace it; what
     // counts then is whether the archived content is this file's.
     let back = read_record(repo, cluster, name).await?;
     if back != record {
-        return compare(name, &ids, size, &back);
+        return compare(name, ids, size, &back);
     }
     Ok(PushOutcome::Stored {
         size,
