@@ -16,7 +16,10 @@ PGBIN=/usr/lib/postgresql/15/bin
 
 if [ "$(id -u)" = 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; else as_pg() { "$@"; }; fi
 psql_() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-dub() { du -sb "$1" | cut -f1; }
+# Bytes under a directory. A push running meanwhile may remove a temporary
+# file under du's feet (du still prints the total, but fails): temporary
+# files are not stored bytes, and a vanished one is no error here.
+dub() { { du -sb --exclude=.tmp "$1" 2>/dev/null || true; } | cut -f1; }
 json() { python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
 ratio() { if [ "$2" != 0 ]; then printf '%.2f' "$(echo "$1 / $2" | bc -l)"; else echo -; fi; }
 ok() { if [ "$(echo "$1 <= $2" | bc -l)" = 1 ]; then echo met; else echo "NOT met"; fi; }
