@@ -90,6 +90,10 @@ pub struct PrefetchArgs {
     count: u64,
     #[arg(long)]
     cluster: u64,
+    /// The spool is on another filesystem than pg_wal: a hit is copied,
+    /// so spooled segments are not written back early.
+    #[arg(long)]
+    no_write_back: bool,
 }
 
 pub async fn push(s: &Settings, a: PushArgs) -> Result<i32> {
@@ -171,17 +175,20 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
     };
     spool.forget_before(&name);
     if spool.prefetch_wanted(&name, size, a.prefetch) {
-        spawn_detached(
-            &s.global,
-            &[
-                "wal-prefetch",
-                name.as_str(),
-                "--count",
-                &a.prefetch.to_string(),
-                "--cluster",
-                &cluster.to_string(),
-            ],
-        );
+        let count = a.prefetch.to_string();
+        let cluster = cluster.to_string();
+        let mut args = vec![
+            "wal-prefetch",
+            name.as_str(),
+            "--count",
+            &count,
+            "--cluster",
+            &cluster,
+        ];
+        if !spool.renames_into(&a.dest) {
+            args.push("--no-write-back");
+        }
+        spawn_detached(&s.global, &args);
     }
     if s.json {
         print_json(&json!({"name": a.name, "size": size, "from_spool": from_spool}));
@@ -190,7 +197,10 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
 }
 
 pub async fn prefetch(s: &Settings, a: PrefetchArgs) -> Result<i32> {
-    let spool = Spool::new(&s.cache_dir, &s.repo, a.cluster);
+    let mut spool = Spool::new(&s.cache_dir, &s.repo, a.cluster);
+    if a.no_write_back {
+        spool = spool.without_write_back();
+    }
     let Some(_held) = spool.lock_prefetch()? else {
         return Ok(0);
     };

@@ -25,7 +25,11 @@
 //! Measured over one restored 1 GiB cluster replaying 114 segments,
 //! interleaved: redo 17.2 s without it, 11.9 s with it, 15.6 s with
 //! `restore_command = cp`. Waiting for the write (`fdatasync`) instead
-//! made the prefetch fall behind while the server wrote.
+//! made the prefetch fall behind while the server wrote. Where the spool
+//! is on another filesystem than `pg_wal`, a hit is copied, not renamed,
+//! and the spooled file's own write would only cost a disk write the
+//! kernel often skips (the file is gone within its dirty pages' 30 s):
+//! `wal-fetch` then tells the prefetch not to start it.
 //!
 //! The spool holds plaintext WAL, so its directory is 0700 and its files
 //! 0600, whatever the umask. It is keyed by the repository's location,
@@ -51,6 +55,9 @@ const CHECK_SUFFIX: &str = ".check";
 
 pub struct Spool {
     dir: PathBuf,
+    /// Whether [`Spool::put`] starts writing a segment to disk (see the
+    /// module's notes): only worth it when a hit is renamed into `pg_wal`.
+    write_back: bool,
 }
 
 fn hasher(name: &str) -> blake3::Hasher {
@@ -67,6 +74,35 @@ impl Spool {
         let key = blake3::hash(format!("{cluster}\0{location}").as_bytes()).to_hex();
         Spool {
             dir: cache_root.join("wal-spool").join(&key[..32]),
+            write_back: true,
+        }
+    }
+
+    /// This spool, not writing segments back early: for a spool on
+    /// another filesystem than `pg_wal`, where a hit is copied, so the
+    /// spooled file's own write to disk buys nothing (and the kernel would
+    /// often skip it, the file being gone before its dirty pages expire).
+    pub fn without_write_back(self) -> Spool {
+        Spool {
+            write_back: false,
+            ..self
+        }
+    }
+
+    /// Whether a hit served to `dest` (PostgreSQL's `%p`) is renamed there:
+    /// the spool (or, before its first segment, its nearest existing
+    /// ancestor) and `dest`'s directory are on one filesystem. True when
+    /// either cannot be looked at.
+    pub fn renames_into(&self, dest: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let dest_dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let spool_dev = self.dir.ancestors().find_map(|a| std::fs::metadata(a).ok());
+        match (spool_dev, std::fs::metadata(dest_dir)) {
+            (Some(a), Ok(b)) => a.dev() == b.dev(),
+            _ => true,
         }
     }
 
@@ -106,7 +142,7 @@ impl Spool {
         // PostgreSQL never sees the check file.
         for (path, bytes, write_back) in [
             (self.check_path(name), &check[..], false),
-            (self.dir.join(name), content, true),
+            (self.dir.join(name), content, self.write_back),
         ] {
             let mut f =
                 AtomicFile::create(&path, 0o600).map_err(|e| Error::io(path.display(), e))?;
@@ -411,10 +447,43 @@ mod tests {
             return;
         }
         let s = Spool::new(d.path(), "/repo", 7);
+        assert!(s.renames_into(&d.path().join("pg_wal/RECOVERYXLOG")));
         let name = "000000010000000000000010";
         s.put(name, &content).unwrap();
         let dirty = dirty_pages(&File::open(s.dir().join(name)).unwrap()).unwrap();
         assert!(dirty < 1024, "{dirty} of 4096 pages still dirty");
+        // Where a hit would be copied, the spool leaves the writing to the
+        // kernel.
+        let s = s.without_write_back();
+        let name = "000000010000000000000011";
+        s.put(name, &content).unwrap();
+        let dirty = dirty_pages(&File::open(s.dir().join(name)).unwrap()).unwrap();
+        assert!(dirty >= 3072, "only {dirty} of 4096 pages left dirty");
+    }
+
+    #[test]
+    fn a_spool_on_another_filesystem_than_pg_wal_is_told_apart() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::new(&d.path().join("not/yet/made"), "/repo", 7);
+        assert!(s.renames_into(&d.path().join("RECOVERYXLOG")));
+        assert!(
+            s.renames_into(Path::new("RECOVERYXLOG")) == {
+                let here = std::fs::metadata(".").unwrap().dev();
+                here == std::fs::metadata(d.path()).unwrap().dev()
+            }
+        );
+        let Some(other) = tempfile::tempdir_in("/dev/shm").ok() else {
+            eprintln!("skipped: no /dev/shm");
+            return;
+        };
+        if std::fs::metadata(other.path()).unwrap().dev()
+            == std::fs::metadata(d.path()).unwrap().dev()
+        {
+            eprintln!("skipped: /dev/shm is on the temporary directory's filesystem");
+            return;
+        }
+        assert!(!s.renames_into(&other.path().join("RECOVERYXLOG")));
     }
 
     #[test]
