@@ -29,6 +29,18 @@ pub fn page_lsn(page: &[u8]) -> u64 {
     ((hi as u64) << 32) | lo as u64
 }
 
+/// Whether `page` keeps a special space at its end (`pd_special` below the
+/// page size), as every index access method's pages do (B-tree, hash,
+/// GiST, GIN, SP-GiST, BRIN) and heap pages never do. False for a page too
+/// short to have a header, or new.
+pub fn has_special_space(page: &[u8]) -> bool {
+    if page.len() < 24 || is_new(page) {
+        return false;
+    }
+    let special = u16::from_le_bytes([page[16], page[17]]) as usize;
+    special < page.len()
+}
+
 fn stored_checksum(page: &[u8]) -> u16 {
     u16::from_le_bytes([page[8], page[9]])
 }
@@ -108,6 +120,23 @@ mod tests {
         assert_eq!(parse_lsn("0/3000028").unwrap(), 0x3000028);
         assert_eq!(parse_lsn("1/0").unwrap(), 1 << 32);
         assert!(parse_lsn("3000028").is_err());
+    }
+
+    #[test]
+    fn index_pages_are_told_from_heap_pages_by_their_special_space() {
+        let page = |upper: u16, special: u16| {
+            let mut p = vec![0u8; PAGE_SIZE];
+            p[14..16].copy_from_slice(&upper.to_le_bytes());
+            p[16..18].copy_from_slice(&special.to_le_bytes());
+            p
+        };
+        // A B-tree page: 16 bytes of special space (BTPageOpaqueData).
+        assert!(has_special_space(&page(8000, 8176)));
+        // A heap page: pd_special is the page size.
+        assert!(!has_special_space(&page(8000, 8192)));
+        // A new page, and a fragment with no header.
+        assert!(!has_special_space(&page(0, 8176)));
+        assert!(!has_special_space(&[0u8; 16]));
     }
 
     #[test]
