@@ -301,6 +301,7 @@ impl Inner {
         }
         Ok(out)
     }
+
     fn get_blocking(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.path(name)?;
         match std::fs::read(&path) {
