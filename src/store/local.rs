@@ -162,14 +162,20 @@ impl Inner {
                 Ok(()) => {
                     // The umask may have taken bits away.
                     std::fs::set_permissions(&at, std::fs::Permissions::from_mode(p.dir_mode))
-                        .map_err(|e| io_err(at.display(), e))?;
+                        .map_err(|e| {
+                            io_err(format!("setting the mode of directory {}", at.display()), e)
+                        })?;
                     if let Some((uid, gid)) = p.owner {
-                        std::os::unix::fs::chown(&at, Some(uid), Some(gid))
-                            .map_err(|e| io_err(at.display(), e))?;
+                        std::os::unix::fs::chown(&at, Some(uid), Some(gid)).map_err(|e| {
+                            io_err(
+                                format!("setting the owner of directory {}", at.display()),
+                                e,
+                            )
+                        })?;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err(at.display(), e)),
+                Err(e) => return Err(io_err(format!("creating directory {}", at.display()), e)),
             }
         }
         Ok(())
