@@ -1,5 +1,7 @@
 //! Criterion benches of the pipeline's CPU stages, one group per stage:
-//! chunking (FastCDC with a seed), blob ids (keyed BLAKE3), sealing and
+//! chunking (FastCDC with a seed), blob ids (keyed BLAKE3), the per-page
+//! work of a backup (PostgreSQL's checksum, page hashes and a run's id),
+//! sealing and
 //! opening (zstd + XChaCha20-Poly1305) on compressible and random data, and
 //! pack encoding, and WAL verification (`verify --wal`'s walk of pages and
 //! records with their CRC-32C, on synthetic WAL laid out as a server lays
@@ -62,6 +64,46 @@ fn ids(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("keyed_blake3_1MiB", |b| {
         b.iter(|| key.blob_id(Kind::DataBlob, black_box(&data)))
+    });
+    g.finish();
+}
+
+/// Per-page work of a backup over 1 MiB of 8 KiB pages: PostgreSQL's page
+/// checksum and the page hash a page map keeps.
+fn pages(c: &mut Criterion) {
+    let key = MasterKey::generate();
+    let data = random(1 << 20);
+    let mut g = c.benchmark_group("page");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("pg_checksum_128_pages", |b| {
+        b.iter(|| {
+            data.chunks(8192)
+                .enumerate()
+                .map(|(i, p)| walden::pg::page::checksum(black_box(p), i as u32) as u64)
+                .sum::<u64>()
+        })
+    });
+    // A full run's hashing: every page's value, then the run's id. Once
+    // from the page values, once (as before) over the run's bytes again.
+    g.bench_function("page_values_and_run_id_128_pages", |b| {
+        b.iter(|| {
+            let cvs: Vec<_> = data
+                .chunks(8192)
+                .enumerate()
+                .map(|(i, p)| key.page_cv(black_box(p), (i * 8192) as u64))
+                .collect();
+            key.run_id(&cvs, 8192, &data)
+        })
+    });
+    g.bench_function("page_values_and_blob_id_128_pages", |b| {
+        b.iter(|| {
+            let cvs: Vec<_> = data
+                .chunks(8192)
+                .enumerate()
+                .map(|(i, p)| key.page_cv(black_box(p), (i * 8192) as u64))
+                .collect();
+            (cvs, key.blob_id(Kind::DataBlob, &data))
+        })
     });
     g.finish();
 }
@@ -208,5 +250,5 @@ fn wal_verify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunking, ids, sealing, packing, wal_verify);
+criterion_group!(benches, chunking, ids, pages, sealing, packing, wal_verify);
 criterion_main!(benches);

@@ -511,16 +511,19 @@ fn generate() -> Value {
     let mut big = node(b"16385", NodeKind::File);
     big.size = listed.iter().map(|b| b.len() as u64).sum();
     big.list = Some(list_id);
-    // A paged file of three 512-byte pages in one run blob, and its map.
+    // A paged file of three 1 KiB pages in one run blob, and its map.
     let page_run: Vec<u8> = (0..3u8)
-        .flat_map(|p| (0..512u32).map(move |i| (i as u8) ^ p.wrapping_mul(37)))
+        .flat_map(|p| (0..1024u32).map(move |i| (i as u8) ^ p.wrapping_mul(37)))
         .collect();
     let page_run_id = key.blob_id(Kind::DataBlob, &page_run);
     let piece = walden::format::pagemap::Piece {
-        page_size: 512,
+        page_size: 1024,
         pages: (0..3u16)
             .map(|i| walden::format::pagemap::PageRef {
-                hash: key.page_hash(&page_run[i as usize * 512..(i as usize + 1) * 512]),
+                hash: key.page_hash(
+                    &page_run[i as usize * 1024..(i as usize + 1) * 1024],
+                    walden::format::pagemap::hash_offset(1024, i.into()),
+                ),
                 blob: page_run_id,
                 index: i,
             })
@@ -601,7 +604,7 @@ fn generate() -> Value {
     root.mode = 0o700;
     root.subtree = Some(tree_id);
     let snapshot = Snapshot {
-        version: 2,
+        version: walden::format::VERSION,
         time: "2024-05-01T12:00:00.000000000Z".into(),
         host: "vector-host".into(),
         user: "postgres".into(),
@@ -650,7 +653,7 @@ fn generate() -> Value {
         seed: 0x5eed_0123_4567_89ab,
     };
     let config = Config {
-        version: 2,
+        version: walden::format::VERSION,
         id: Id::hash(b"walden vector: repository id"),
         chunker: chunker_a.clone(),
         pack_size: 16 << 20,
@@ -669,7 +672,7 @@ fn generate() -> Value {
 
     // A WAL record naming two of the pack's data blobs, and a restore point.
     let wal_record = walden::format::wal::WalRecord {
-        version: 2,
+        version: walden::format::VERSION,
         system_identifier: "7354920114326491234".into(),
         name: "000000010000000000000003".into(),
         size: (raw_blob.len() + zstd_blob.len()) as u64,
@@ -689,7 +692,7 @@ fn generate() -> Value {
     let wal_json = wal_record.encode();
     let wal_name = "7354920114326491234/000000010000000000000003";
     let point = walden::format::point::RestorePoint {
-        version: 2,
+        version: walden::format::VERSION,
         name: "before upgrade".into(),
         lsn: "0/3000200".into(),
         timeline: 1,
@@ -701,7 +704,7 @@ fn generate() -> Value {
     let point_id = key.blob_id(Kind::RestorePoint, &point_json);
     // A verification record: the pack found sound at a time.
     let verified = walden::format::verified::Verified {
-        version: 2,
+        version: walden::format::VERSION,
         time: "2024-05-02T03:00:00.000000000Z".into(),
         host: "vector-host".into(),
         packs: [(pack_id.to_hex(), 1_714_618_800)].into_iter().collect(),
@@ -884,8 +887,8 @@ fn generate() -> Value {
     ];
 
     json!({
-        "format_version": 2,
-        "about": "Test vectors for repo-format/ version 2. See repo-format/vectors/README.md. Hex is lowercase; ids are 64 hex digits.",
+        "format_version": walden::format::VERSION,
+        "about": "Test vectors for repo-format/ version 3. See repo-format/vectors/README.md. Hex is lowercase; ids are 64 hex digits.",
         "master_key": hex::encode(&master_bytes),
         "blob_ids": blob_ids,
         "envelopes": envelopes,
@@ -980,8 +983,8 @@ fn load() -> Value {
 #[test]
 fn check_vectors() {
     let v = load();
-    assert_eq!(v["format_version"], 2);
-    assert_eq!(walden::format::VERSION, 2);
+    assert_eq!(v["format_version"], 3);
+    assert_eq!(walden::format::VERSION, 3);
     let master = unhex(&v["master_key"]);
     let key = MasterKey::from_bytes(&master).unwrap();
     let (seal_key, id_key) = master.split_at(32);
@@ -1066,7 +1069,7 @@ fn check_vectors() {
         "the key file id is bound"
     );
     let raw: Value = serde_json::from_str(kf_text).unwrap();
-    assert_eq!(raw["version"], 2);
+    assert_eq!(raw["version"], 3);
     assert_eq!(raw["kdf"]["algorithm"], "argon2id");
     let salt = unhex(&raw["kdf"]["salt"]);
     assert_eq!(salt.len(), 32);
@@ -1266,7 +1269,7 @@ fn check_vectors() {
     let page_size = u32::from_le_bytes(pm_plain[5..9].try_into().unwrap()) as usize;
     let pages = u32::from_le_bytes(pm_plain[9..13].try_into().unwrap()) as usize;
     let nblobs = u16::from_le_bytes(pm_plain[13..15].try_into().unwrap()) as usize;
-    assert_eq!((page_size, pages, nblobs), (512, 3, 1));
+    assert_eq!((page_size, pages, nblobs), (1024, 3, 1));
     assert_eq!(
         hex::encode(&pm_plain[15..47]),
         pm["run_blob"].as_str().unwrap()
@@ -1282,16 +1285,28 @@ fn check_vectors() {
             &bytes[run_entry.offset as usize..(run_entry.offset + run_entry.length) as usize],
         )
         .unwrap();
-    let page_key = blake3::derive_key(walden::seal::PAGE_HASH_CONTEXT, &id_key);
+    // The spec's page hash: the page's BLAKE3 chaining value, keyed with
+    // the id key, as the subtree at its place in the run; merged, the
+    // values give the run's ordinary blob id.
+    use blake3::hazmat::{HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
     let hashes = &pm_plain[pm_plain.len() - 8 * pages..];
+    let mut cvs = Vec::new();
     for i in 0..pages {
-        let h = blake3::keyed_hash(&page_key, &run_plain[i * page_size..(i + 1) * page_size]);
-        assert_eq!(
-            &h.as_bytes()[..8],
-            &hashes[i * 8..i * 8 + 8],
-            "spec page hash {i}"
-        );
+        let h = blake3::Hasher::new_keyed(&id_key)
+            .set_input_offset((i * page_size) as u64)
+            .update(&run_plain[i * page_size..(i + 1) * page_size])
+            .finalize_non_root();
+        cvs.push(h);
+        assert_eq!(&h[..8], &hashes[i * 8..i * 8 + 8], "spec page hash {i}");
     }
+    // Three pages: the left subtree is the first two.
+    let mode = Mode::KeyedHash(&id_key);
+    let left = merge_subtrees_non_root(&cvs[0], &cvs[1], mode);
+    assert_eq!(
+        merge_subtrees_root(&left, &cvs[2], mode).as_bytes(),
+        &id_of(&pm["run_blob"]).0,
+        "the run's id from its page values"
+    );
     let map_key = blake3::derive_key(walden::seal::MAP_ID_CONTEXT, &id_key);
     assert_eq!(
         blake3::keyed_hash(&map_key, &pm_plain).as_bytes(),

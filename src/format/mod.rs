@@ -17,7 +17,7 @@ pub mod verified;
 pub mod wal;
 
 /// The repository format version this build writes and reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 use crate::error::{Error, Result};
 

@@ -38,6 +38,21 @@ pub const CHANGED_RUN: usize = 32;
 /// Bytes of a page's hash.
 pub const HASH_LEN: usize = 8;
 
+/// The room a page takes in the BLAKE3 tree its hash is taken from: the
+/// page size rounded up to a power of two, at least BLAKE3's 1 KiB chunk.
+/// PostgreSQL's page sizes (1 to 32 KiB) are their own slot.
+pub fn slot(page_size: usize) -> usize {
+    page_size.next_power_of_two().max(1024)
+}
+
+/// Where page `n` of a file is hashed from (`repo-format/ids.md`, "Page
+/// hashes"): its place in the aligned full run of [`FULL_RUN`] pages that
+/// holds it, so a page's hash is also the chaining value that page has in
+/// its full-run blob's id.
+pub fn hash_offset(page_size: usize, n: u64) -> u64 {
+    (n % FULL_RUN as u64) * slot(page_size) as u64
+}
+
 /// Where one page is: page `index` of blob `blob`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRef {

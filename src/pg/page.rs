@@ -59,6 +59,7 @@ const BASE_OFFSETS: [u32; N_SUMS] = [
     0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
 ];
 
+#[inline(always)]
 fn comp(sum: u32, value: u32) -> u32 {
     let tmp = sum ^ value;
     tmp.wrapping_mul(FNV_PRIME) ^ (tmp >> 17)
@@ -67,6 +68,38 @@ fn comp(sum: u32, value: u32) -> u32 {
 /// The checksum PostgreSQL computes for `page` as block `blkno` of its relation.
 pub fn checksum(page: &[u8], blkno: u32) -> u16 {
     assert_eq!(page.len(), PAGE_SIZE);
+    // Every page of a backup is checked: a few percent of a full backup's
+    // CPU. The 32 lanes need a 32-bit vector multiply, which the baseline
+    // x86-64 target (SSE2) lacks; the same loop compiled for AVX2 runs 1.4
+    // times as fast, for AVX-512 1.9 times (`benches/pipeline.rs`, `page`).
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU was just found to support AVX-512F.
+            return unsafe { checksum_avx512(page, blkno) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU was just found to support AVX2.
+            return unsafe { checksum_avx2(page, blkno) };
+        }
+    }
+    checksum_lanes(page, blkno)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn checksum_avx512(page: &[u8], blkno: u32) -> u16 {
+    checksum_lanes(page, blkno)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn checksum_avx2(page: &[u8], blkno: u32) -> u16 {
+    checksum_lanes(page, blkno)
+}
+
+#[inline(always)]
+fn checksum_lanes(page: &[u8], blkno: u32) -> u16 {
     let mut sums = BASE_OFFSETS;
     // Rows of 32 words, one per lane; written so the compiler can keep the
     // 32 lanes in vector registers (the algorithm was made for that).
@@ -137,6 +170,33 @@ mod tests {
         // A new page, and a fragment with no header.
         assert!(!has_special_space(&page(0, 8176)));
         assert!(!has_special_space(&[0u8; 16]));
+    }
+
+    #[test]
+    fn the_vector_checksum_equals_the_portable_one() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut page = vec![0u8; PAGE_SIZE];
+        for blkno in [0u32, 1, 7, 131_071, u32::MAX] {
+            for b in page.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let portable = checksum_lanes(&page, blkno);
+            assert_eq!(checksum(&page, blkno), portable);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: checked just above.
+                    assert_eq!(unsafe { checksum_avx2(&page, blkno) }, portable);
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: checked just above.
+                    assert_eq!(unsafe { checksum_avx512(&page, blkno) }, portable);
+                }
+            }
+        }
     }
 
     #[test]

@@ -219,6 +219,25 @@ impl SessionHandle {
         data: Vec<u8>,
         level: Option<i32>,
     ) -> Result<Id> {
+        let id = self.shared.repo.key().blob_id(blob_type.seal_kind(), &data);
+        self.store_as(blob_type, id, data, level)
+    }
+
+    /// Like [`store_at_level`](Self::store_at_level), for a caller that has
+    /// the blob's id already (a full run of pages: `MasterKey::run_id`).
+    /// `id` MUST be `data`'s id; a wrong one would be caught only by a
+    /// reader's id check.
+    pub fn store_as(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        data: Vec<u8>,
+        level: Option<i32>,
+    ) -> Result<Id> {
+        debug_assert_eq!(
+            id,
+            self.shared.repo.key().blob_id(blob_type.seal_kind(), &data)
+        );
         if data.len() > MAX_BLOB {
             // Pack offsets and lengths are 32-bit; chunks are far smaller,
             // so only an absurdly large directory listing gets here.
@@ -231,7 +250,6 @@ impl SessionHandle {
         if let Some(e) = self.shared.failure() {
             return Err(e);
         }
-        let id = self.shared.repo.key().blob_id(blob_type.seal_kind(), &data);
         // The session's own claims first, then the catalog; the insert
         // decides between two threads racing on the same new id.
         if self

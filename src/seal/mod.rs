@@ -103,9 +103,6 @@ pub struct MasterKey {
     list_id: [u8; 32],
     /// Derived from `id`: the key of page map blobs' ids.
     map_id: [u8; 32],
-    /// Derived from `id`: the key of the short hashes a page map keeps of
-    /// each page.
-    page_hash: [u8; 32],
 }
 
 /// The BLAKE3 key-derivation context for the tree-id key.
@@ -114,8 +111,10 @@ pub const TREE_ID_CONTEXT: &str = "walden 2026-11-22 tree blob id key";
 pub const LIST_ID_CONTEXT: &str = "walden 2026-12-01 list blob id key";
 /// The BLAKE3 key-derivation context for the map-id key.
 pub const MAP_ID_CONTEXT: &str = "walden 2026-12-01 map blob id key";
-/// The BLAKE3 key-derivation context for the page-hash key.
-pub const PAGE_HASH_CONTEXT: &str = "walden 2026-12-01 page hash key";
+
+/// A page's BLAKE3 chaining value: the page hashed, with the id key, as the
+/// subtree it would be of a data blob's id tree ([`MasterKey::page_cv`]).
+pub type PageCv = [u8; 32];
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,14 +151,12 @@ impl MasterKey {
         let tree_id = blake3::derive_key(TREE_ID_CONTEXT, &id);
         let list_id = blake3::derive_key(LIST_ID_CONTEXT, &id);
         let map_id = blake3::derive_key(MAP_ID_CONTEXT, &id);
-        let page_hash = blake3::derive_key(PAGE_HASH_CONTEXT, &id);
         Ok(MasterKey {
             seal: SealKey(seal),
             id,
             tree_id,
             list_id,
             map_id,
-            page_hash,
         })
     }
 
@@ -200,14 +197,77 @@ impl MasterKey {
         self.seal.seal_into(kind, name, plaintext, c, out)
     }
 
-    /// The short keyed hash a page map keeps of a page: enough to tell a
-    /// changed page (a chance collision is 2^-64), and keyed, so nobody
-    /// without the key can make one.
-    pub fn page_hash(&self, page: &[u8]) -> [u8; crate::format::pagemap::HASH_LEN] {
-        let h = blake3::keyed_hash(&self.page_hash, page);
-        h.as_bytes()[..crate::format::pagemap::HASH_LEN]
+    /// A page's chaining value: the page hashed with the id key as the
+    /// BLAKE3 subtree that starts `offset` bytes into a data blob (a
+    /// multiple of BLAKE3's 1 KiB chunk, and of a power of two at least as
+    /// long as the page). A page map keeps its first bytes as the page's
+    /// hash, and [`run_id`](Self::run_id) merges the values of a run's
+    /// pages into the run blob's id, so each byte of a full backup is
+    /// hashed once, not once for its page and again for its blob.
+    pub fn page_cv(&self, page: &[u8], offset: u64) -> PageCv {
+        use blake3::hazmat::HasherExt;
+        blake3::Hasher::new_keyed(&self.id)
+            .set_input_offset(offset)
+            .update(page)
+            .finalize_non_root()
+    }
+
+    /// The short keyed hash a page map keeps of a page at `offset` (see
+    /// [`page_cv`](Self::page_cv)): enough to tell a changed page (a chance
+    /// collision is 2^-64), and keyed, so nobody without the key can make
+    /// one.
+    pub fn page_hash(&self, page: &[u8], offset: u64) -> [u8; crate::format::pagemap::HASH_LEN] {
+        self.page_cv(page, offset)[..crate::format::pagemap::HASH_LEN]
             .try_into()
             .expect("8 bytes")
+    }
+
+    /// The data blob id of `run`, pages of `slot` bytes (the last may be
+    /// shorter) whose chaining values at offsets 0, `slot`, 2·`slot`… are
+    /// `cvs`: the same id as [`blob_id`](Self::blob_id), from the tree's
+    /// top levels alone. `slot` must be a power of two of at least 1 KiB so
+    /// that every page is a whole subtree; otherwise, and for a run of one
+    /// page (whose hash is the tree's root), the run is hashed again.
+    pub fn run_id(&self, cvs: &[PageCv], slot: usize, run: &[u8]) -> Id {
+        let whole = slot.is_power_of_two()
+            && slot >= blake3::CHUNK_LEN
+            && cvs.len() >= 2
+            && run.len() > (cvs.len() - 1) * slot
+            && run.len() <= cvs.len() * slot;
+        if !whole {
+            return self.blob_id(Kind::DataBlob, run);
+        }
+        // BLAKE3's tree: the left subtree of `len` bytes is the largest
+        // power of two of chunks shorter than it, so with pages of a power
+        // of two of chunks every split falls between pages.
+        fn merge(
+            cvs: &[PageCv],
+            slot: u64,
+            len: u64,
+            mode: blake3::hazmat::Mode,
+        ) -> blake3::hazmat::ChainingValue {
+            if cvs.len() == 1 {
+                return cvs[0];
+            }
+            let left = blake3::hazmat::left_subtree_len(len);
+            let k = (left / slot) as usize;
+            let l = merge(&cvs[..k], slot, left, mode);
+            let r = merge(&cvs[k..], slot, len - left, mode);
+            blake3::hazmat::merge_subtrees_non_root(&l, &r, mode)
+        }
+        let mode = blake3::hazmat::Mode::KeyedHash(&self.id);
+        let len = run.len() as u64;
+        let left = blake3::hazmat::left_subtree_len(len);
+        let k = (left / slot as u64) as usize;
+        let l = merge(&cvs[..k], slot as u64, left, mode);
+        let r = merge(&cvs[k..], slot as u64, len - left, mode);
+        let id = Id(*blake3::hazmat::merge_subtrees_root(&l, &r, mode).as_bytes());
+        debug_assert_eq!(
+            id,
+            self.blob_id(Kind::DataBlob, run),
+            "run id from page values"
+        );
+        id
     }
 
     pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {
@@ -536,6 +596,44 @@ pub mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_id_from_page_values_is_the_blob_id() {
+        let key = MasterKey::generate();
+        let mut data = vec![0u8; 130 * 16384];
+        random_bytes(&mut data);
+        for slot in [512usize, 1024, 8192, 16384] {
+            for pages in [1usize, 2, 3, 5, 8, 31, 64, 127, 128, 129] {
+                for tail in [slot, slot - 1, 100, 1] {
+                    let run = &data[..(pages - 1) * slot + tail];
+                    let step = slot.next_power_of_two().max(1024);
+                    let cvs: Vec<PageCv> = run
+                        .chunks(slot)
+                        .enumerate()
+                        .map(|(i, p)| key.page_cv(p, (i * step) as u64))
+                        .collect();
+                    assert_eq!(
+                        key.run_id(&cvs, slot, run),
+                        key.blob_id(Kind::DataBlob, run),
+                        "{pages} pages of {slot}, the last {tail} bytes"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_hash_depends_on_the_page_its_place_and_the_key() {
+        let key = MasterKey::generate();
+        let page = vec![7u8; 8192];
+        let h = key.page_hash(&page, 8192);
+        assert_eq!(h, key.page_hash(&page, 8192));
+        assert_ne!(h, key.page_hash(&page, 16384));
+        let mut other = page.clone();
+        other[8191] ^= 1;
+        assert_ne!(h, key.page_hash(&other, 8192));
+        assert_ne!(h, MasterKey::generate().page_hash(&page, 8192));
+    }
 
     #[test]
     fn seal_open_round_trip_and_binding() {

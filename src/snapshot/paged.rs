@@ -9,11 +9,14 @@
 
 use crate::error::{Error, Result};
 use crate::format::BlobType;
-use crate::format::pagemap::{CHANGED_RUN, FULL_RUN, PAGES_PER_PIECE, PageRef, Piece};
+use crate::format::pagemap::{
+    CHANGED_RUN, FULL_RUN, HASH_LEN, PAGES_PER_PIECE, PageRef, Piece, hash_offset,
+};
 use crate::format::tree::Node;
 use crate::id::Id;
 use crate::repo::Repo;
 use crate::repo::session::SessionHandle;
+use crate::seal::PageCv;
 
 /// Builds a paged file's map as its pages arrive.
 pub struct PagedWriter<'a> {
@@ -25,6 +28,8 @@ pub struct PagedWriter<'a> {
     /// Changed pages waiting to become one blob, and where they go.
     pending: Vec<u8>,
     pending_at: Vec<usize>,
+    /// In a full backup, the pending pages' chaining values.
+    pending_cv: Vec<PageCv>,
     /// Pages stored again, for the summary.
     pub changed: u64,
 }
@@ -46,28 +51,20 @@ impl<'a> PagedWriter<'a> {
             pages: Vec::new(),
             pending: Vec::with_capacity(run_limit * page_size),
             pending_at: Vec::with_capacity(run_limit),
+            pending_cv: Vec::with_capacity(run_limit),
             changed: 0,
         }
     }
 
-    /// The short hash of a page, as its map keeps it.
-    pub fn hash(&self, page: &[u8]) -> [u8; crate::format::pagemap::HASH_LEN] {
-        self.session.repo().key().page_hash(page)
-    }
-
     /// Adds the file's next page (the last may be short).
     pub fn push(&mut self, page: &[u8]) -> Result<()> {
-        let hash = self.hash(page);
-        self.push_hashed(page, hash)
-    }
-
-    /// Like [`push`](Self::push), with the page's hash already computed.
-    pub fn push_hashed(
-        &mut self,
-        page: &[u8],
-        hash: [u8; crate::format::pagemap::HASH_LEN],
-    ) -> Result<()> {
         let n = self.pages.len();
+        let cv = self
+            .session
+            .repo()
+            .key()
+            .page_cv(page, hash_offset(self.page_size, n as u64));
+        let hash: [u8; HASH_LEN] = cv[..HASH_LEN].try_into().expect("8 bytes");
         if let Some(p) = self.parent.as_ref().and_then(|p| p.get(n))
             && p.hash == hash
         {
@@ -81,6 +78,12 @@ impl<'a> PagedWriter<'a> {
         });
         self.pending.extend_from_slice(page);
         self.pending_at.push(n);
+        if self.parent.is_none() {
+            // A full run starts at a multiple of FULL_RUN pages, every page
+            // at the place its hash was taken from: the page values make
+            // the run's id.
+            self.pending_cv.push(cv);
+        }
         self.changed += 1;
         if self.pending_at.len() >= self.run_limit {
             self.flush()?;
@@ -126,7 +129,14 @@ impl<'a> PagedWriter<'a> {
                 false => 3,
             },
         );
-        let id = self.session.store_at_level(BlobType::Data, data, level)?;
+        let id = if self.pending_cv.is_empty() {
+            self.session.store_at_level(BlobType::Data, data, level)?
+        } else {
+            let key = self.session.repo().key();
+            let id = key.run_id(&self.pending_cv, self.page_size, &data);
+            self.pending_cv.clear();
+            self.session.store_as(BlobType::Data, id, data, level)?
+        };
         for (i, n) in self.pending_at.drain(..).enumerate() {
             self.pages[n].blob = id;
             self.pages[n].index = i as u16;

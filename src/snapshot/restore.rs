@@ -42,7 +42,7 @@ use crate::atomic_file::{AtomicFile, Publish};
 use crate::catalog::BlobLocation;
 use crate::error::{Error, Kind, Result};
 use crate::format::layout;
-use crate::format::pagemap::PageRef;
+use crate::format::pagemap::{PageRef, hash_offset};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
@@ -808,7 +808,11 @@ fn restore_paged_delta(
                     Err(e) => return Err(Error::io(path.display(), e)),
                 }
             }
-            same[n] = got == want_len && repo.key().page_hash(&page[..want_len]) == p.hash;
+            same[n] = got == want_len
+                && repo
+                    .key()
+                    .page_hash(&page[..want_len], hash_offset(ps, n as u64))
+                    == p.hash;
             if got < want_len {
                 break;
             }

@@ -472,7 +472,7 @@ mod tests {
             wal_summaries: None,
         };
         let snap = Snapshot {
-            version: 2,
+            version: crate::format::VERSION,
             time: stop_time.into(),
             host: "h".into(),
             user: "u".into(),
@@ -622,7 +622,7 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("timeline 7"), "{e}");
         let point = RestorePoint {
-            version: 2,
+            version: crate::format::VERSION,
             name: "p".into(),
             lsn: "0/200000".into(),
             timeline: 1,

@@ -105,7 +105,11 @@ fn ingest<R: Read>(what: &str, input: R, session: &SessionHandle) -> Result<Stre
         workers(),
         8 * workers(),
         move |job: Job| {
-            let _ = job.reply.send(h.store(BlobType::Data, job.data));
+            let stored = match job.id {
+                Some(id) => h.store_as(BlobType::Data, id, job.data, None),
+                None => h.store(BlobType::Data, job.data),
+            };
+            let _ = job.reply.send(stored);
         },
     )?;
     let (ev_tx, ev_rx) = bounded::<Event>(4096);

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::error::{Error, Result};
-use crate::format::pagemap::{FULL_RUN, HASH_LEN};
+use crate::format::pagemap::{FULL_RUN, HASH_LEN, hash_offset};
 use crate::format::tree::{Node, NodeKind, Stat};
 use crate::id::Id;
 use crate::pg::page::PAGE_SIZE;
@@ -92,6 +92,8 @@ pub(super) enum Event {
 /// A chunk for the storing workers.
 pub(super) struct Job {
     pub data: Vec<u8>,
+    /// The data's id when already known (a full run of pages).
+    pub id: Option<Id>,
     pub reply: Sender<Result<Id>>,
 }
 
@@ -190,10 +192,14 @@ impl Reading<'_> {
     }
 
     /// Hands `data` to a storing worker; the receiver gets its id.
-    fn store(&self, data: Vec<u8>) -> Result<Receiver<Result<Id>>> {
+    fn store(&self, data: Vec<u8>, id: Option<Id>) -> Result<Receiver<Result<Id>>> {
         let (tx, rx) = bounded(1);
         self.jobs
-            .send(Job { data, reply: tx })
+            .send(Job {
+                data,
+                id,
+                reply: tx,
+            })
             .map_err(|_| Error::internal("the storing workers stopped"))?;
         Ok(rx)
     }
@@ -203,18 +209,26 @@ impl Reading<'_> {
     /// backup share their blobs.
     fn pages(&self, input: &mut impl Read, rel: &str) -> Result<()> {
         let mut run = Vec::with_capacity(FULL_RUN * PAGE_SIZE);
-        let mut hashes = Vec::with_capacity(FULL_RUN);
-        for page in crate::chunk::fixed_blocks(input, PAGE_SIZE) {
+        let mut cvs = Vec::with_capacity(FULL_RUN);
+        let hashes = |cvs: &[crate::seal::PageCv]| -> Vec<[u8; HASH_LEN]> {
+            cvs.iter()
+                .map(|cv| cv[..HASH_LEN].try_into().expect("8 bytes"))
+                .collect()
+        };
+        for (n, page) in crate::chunk::fixed_blocks(input, PAGE_SIZE).enumerate() {
             let page = page.map_err(|e| self.fail(e, &format!("inside {rel}")))?;
-            hashes.push(self.key.page_hash(&page));
+            cvs.push(self.key.page_cv(&page, hash_offset(PAGE_SIZE, n as u64)));
             run.extend_from_slice(&page);
-            if hashes.len() == FULL_RUN {
+            if cvs.len() == FULL_RUN {
                 let data = std::mem::replace(&mut run, Vec::with_capacity(FULL_RUN * PAGE_SIZE));
-                self.send(Event::Run(self.store(data)?, std::mem::take(&mut hashes)))?;
+                let id = self.key.run_id(&cvs, PAGE_SIZE, &data);
+                self.send(Event::Run(self.store(data, Some(id))?, hashes(&cvs)))?;
+                cvs.clear();
             }
         }
-        if !hashes.is_empty() {
-            self.send(Event::Run(self.store(run)?, hashes))?;
+        if !cvs.is_empty() {
+            let id = self.key.run_id(&cvs, PAGE_SIZE, &run);
+            self.send(Event::Run(self.store(run, Some(id))?, hashes(&cvs)))?;
         }
         Ok(())
     }
@@ -257,7 +271,7 @@ impl Reading<'_> {
         } else {
             for chunk in self.chunker.chunks(&mut tee) {
                 let data = chunk.map_err(|e| self.fail(e, &format!("inside {rel}")))?;
-                self.send(Event::Chunk(self.store(data)?))?;
+                self.send(Event::Chunk(self.store(data, None)?))?;
             }
         }
         if tee.read != size {
