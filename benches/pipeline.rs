@@ -85,25 +85,17 @@ fn pages(c: &mut Criterion) {
     });
     // A full run's hashing: every page's value, then the run's id. Once
     // from the page values, once (as before) over the run's bytes again.
+    let page_values = |data: &[u8]| -> Vec<_> {
+        data.chunks(8192)
+            .enumerate()
+            .map(|(i, p)| key.page_cv(black_box(p), (i * 8192) as u64))
+            .collect()
+    };
     g.bench_function("page_values_and_run_id_128_pages", |b| {
-        b.iter(|| {
-            let cvs: Vec<_> = data
-                .chunks(8192)
-                .enumerate()
-                .map(|(i, p)| key.page_cv(black_box(p), (i * 8192) as u64))
-                .collect();
-            key.run_id(&cvs, 8192, &data)
-        })
+        b.iter(|| key.run_id(&page_values(&data), 8192, &data))
     });
     g.bench_function("page_values_and_blob_id_128_pages", |b| {
-        b.iter(|| {
-            let cvs: Vec<_> = data
-                .chunks(8192)
-                .enumerate()
-                .map(|(i, p)| key.page_cv(black_box(p), (i * 8192) as u64))
-                .collect();
-            (cvs, key.blob_id(Kind::DataBlob, &data))
-        })
+        b.iter(|| (page_values(&data), key.blob_id(Kind::DataBlob, &data)))
     });
     g.finish();
 }
