@@ -336,6 +336,31 @@ fn init_on_existing_repository_is_refused() {
 }
 
 #[test]
+fn a_repository_of_an_earlier_format_is_refused_saying_what_to_do() {
+    let e = Env::new();
+    e.init();
+    let older = walden::format::VERSION - 1;
+    for k in e.objects("keys") {
+        let mut kf: Value = serde_json::from_slice(&std::fs::read(&k).unwrap()).unwrap();
+        kf["version"] = older.into();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&k, serde_json::to_vec(&kf).unwrap()).unwrap();
+    }
+    let o = e.run(&["snapshots"]);
+    assert_eq!(code(&o), 7, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("format version {older}")) && err.contains("walden init"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line, no warning per key file: {err}"
+    );
+}
+
+#[test]
 fn non_empty_restore_target_is_refused() {
     let e = Env::new();
     e.init();

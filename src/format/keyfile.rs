@@ -83,10 +83,19 @@ impl KeyFile {
 
     pub fn decode(bytes: &[u8]) -> Result<KeyFile> {
         let k: KeyFile = super::from_json("key file", bytes)?;
+        if k.version < super::VERSION {
+            return Err(Error::unsupported(format!(
+                "key file of format version {}, written by an earlier development version of walden; \
+                 this walden reads version {} only: create a new repository with `walden init`",
+                k.version,
+                super::VERSION
+            )));
+        }
         if k.version != super::VERSION {
             return Err(Error::unsupported(format!(
-                "key file version {} is not supported",
-                k.version
+                "key file of format version {}, newer than this walden reads ({}); upgrade walden",
+                k.version,
+                super::VERSION
             )));
         }
         if let Some(c) = &k.check

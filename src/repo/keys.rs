@@ -40,13 +40,25 @@ pub(super) async fn unlock(store: &Store, password: &[u8]) -> Result<(Id, Master
             Ok(kf) => files.push((id, kf)),
             Err(e) if e.kind() == Kind::Unavailable => return Err(e),
             Err(e) => {
-                tracing::warn!("key file {} is unusable: {e}", k.name);
                 if e.kind() == Kind::Unsupported {
                     unsupported += 1;
                 }
                 damaged.push(format!("{}: {e}", k.name));
             }
         }
+    }
+    // Every key file of another format version: one error says so below,
+    // rather than a warning per key file first.
+    if files.is_empty() && unsupported > 0 && unsupported == damaged.len() {
+        let first = damaged[0].split_once(": ").map_or("", |(_, e)| e);
+        let first = first.strip_prefix("key file of ").unwrap_or(first);
+        return Err(Error::unsupported(format!(
+            "{}: the repository's key files ({unsupported}) are of {first}",
+            store.location()
+        )));
+    }
+    for d in &damaged {
+        tracing::warn!("unusable key file {d}");
     }
     // Cheapest derivation first: a wrong guess at a cheap key costs
     // milliseconds, while trying an expensive key first would make the
@@ -68,14 +80,6 @@ pub(super) async fn unlock(store: &Store, password: &[u8]) -> Result<(Id, Master
         return Err(Error::corrupt(format!(
             "{}: the repository has no key files",
             store.location()
-        )));
-    }
-    if tried == 0 && !damaged.is_empty() && unsupported == damaged.len() {
-        return Err(Error::unsupported(format!(
-            "{}: the key files are of a format this walden does not read \
-             (written by an earlier development version of walden?): {}",
-            store.location(),
-            damaged.join("; ")
         )));
     }
     if tried == 0 {
