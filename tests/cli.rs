@@ -858,6 +858,29 @@ fn wal_push_refuses_segments_that_are_not_what_their_name_says() {
 }
 
 #[test]
+fn verify_reports_a_wal_record_whose_pack_is_gone() {
+    let e = Env::new();
+    e.init();
+    let name = "000000010000000000000031";
+    let seg = common::wal::segment(name, 31, 16 << 20, 1);
+    let p = e.path(name);
+    std::fs::write(&p, &seg).unwrap();
+    let out = e.json(&["wal-push", p.to_str().unwrap()]);
+    assert_eq!(out["outcome"], "stored", "{out}");
+    e.ok(&["verify"]);
+    let packs = e.objects("data");
+    assert_eq!(packs.len(), 1, "one pack for the push");
+    std::fs::remove_file(&packs[0]).unwrap();
+    let o = e.run(&["--json", "verify"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("WAL file {name} of cluster")) && out.contains("is in missing pack"),
+        "{out}"
+    );
+}
+
+#[test]
 fn wal_push_stores_a_repeated_block_once_and_fetches_the_file_back_whole() {
     // A switched segment: some WAL, a block repeated, then a zeroed tail.
     let e = Env::new();

@@ -179,27 +179,76 @@ fn check_packs(
     missing
 }
 
-/// Each blob of a WAL record lies in a stored pack long enough to hold it.
+/// A WAL record's blob whose pack was not in the listing verify started
+/// from: `wal-push` takes no lock, so a push that stored its pack after that
+/// listing and its record before the walk reached it is not damage.
+struct LateWalBlob {
+    name: String,
+    cluster: u64,
+    blob: Id,
+    pack: Id,
+    end: u64,
+}
+
+/// Each blob of a WAL record lies in a stored pack long enough to hold it;
+/// blobs in packs the listing did not have are left in `late` for
+/// [`check_late_wal_blobs`].
 fn check_wal_blobs(
     name: &str,
     cluster: u64,
     record: &crate::format::wal::WalRecord,
     stored: &HashMap<Id, u64>,
     errors: &mut Vec<String>,
+    late: &mut Vec<LateWalBlob>,
 ) {
     for b in &record.content {
+        let end = b.offset as u64 + b.length as u64;
         match stored.get(&b.pack) {
-            None => errors.push(format!(
-                "WAL file {name} of cluster {cluster}: blob {} is in missing pack {}",
-                b.id, b.pack
-            )),
-            Some(size) if *size < b.offset as u64 + b.length as u64 => errors.push(format!(
+            None => late.push(LateWalBlob {
+                name: name.to_string(),
+                cluster,
+                blob: b.id,
+                pack: b.pack,
+                end,
+            }),
+            Some(size) if *size < end => errors.push(format!(
                 "WAL file {name} of cluster {cluster}: pack {} is too short for blob {}",
                 b.pack, b.id
             )),
             Some(_) => {}
         }
     }
+}
+
+/// The packs of `late` asked for once more: missing still, they are.
+async fn check_late_wal_blobs(
+    repo: &Repo,
+    late: Vec<LateWalBlob>,
+    errors: &mut Vec<String>,
+) -> Result<()> {
+    let mut sizes: HashMap<Id, Option<u64>> = HashMap::new();
+    for l in late {
+        let size = match sizes.get(&l.pack) {
+            Some(s) => *s,
+            None => {
+                let s = repo.store().size(&layout::pack(&l.pack)).await?;
+                sizes.insert(l.pack, s);
+                s
+            }
+        };
+        match size {
+            None => errors.push(format!(
+                "WAL file {} of cluster {}: blob {} is in missing pack {}",
+                l.name, l.cluster, l.blob, l.pack
+            )),
+            Some(size) if size < l.end => errors.push(format!(
+                "WAL file {} of cluster {}: pack {} is too short for blob {}",
+                l.name, l.cluster, l.pack, l.blob
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Downloads `packs` and checks every blob in them, starting no pack after
@@ -422,6 +471,7 @@ async fn check(repo: &Repo, opts: &Options) -> Result<VerifyReport> {
     // Everything the roots reach, once.
     let mut wal_packs = HashSet::new();
     let mut errors = Vec::new();
+    let mut late = Vec::new();
     let counts = refs::walk(repo, &mut |r| {
         match r {
             Reached::Blob { id, want, from } => {
@@ -433,7 +483,7 @@ async fn check(repo: &Repo, opts: &Options) -> Result<VerifyReport> {
                 record,
             } => {
                 wal_packs.extend(refs::wal_packs(record).copied());
-                check_wal_blobs(name, cluster, record, &stored, &mut errors);
+                check_wal_blobs(name, cluster, record, &stored, &mut errors, &mut late);
             }
             Reached::Problem(p) => errors.push(p),
             Reached::Snapshot(_) | Reached::Point(_) => {}
@@ -441,6 +491,7 @@ async fn check(repo: &Repo, opts: &Options) -> Result<VerifyReport> {
         Ok(())
     })
     .await?;
+    check_late_wal_blobs(repo, late, &mut errors).await?;
     report.errors.extend(errors);
     report.snapshots = counts.snapshots;
     report.trees = counts.trees;
