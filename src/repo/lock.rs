@@ -285,16 +285,30 @@ async fn try_acquire(repo: &Repo, exclusive: bool) -> Result<std::result::Result
     }
     let id = Id::random();
     let name = layout::lock(&id);
-    repo.store()
+    // Known to the signal handler before it is written: a signal between
+    // the write and the registration left the lock behind.
+    held().push((repo.store().clone(), name.clone()));
+    let forget = || held().retain(|(_, n)| *n != name);
+    if let Err(e) = repo
+        .store()
         .put(&name, seal_lock(repo, &id, exclusive))
-        .await?;
+        .await
+    {
+        forget();
+        return Err(e);
+    }
     // Two lockers can pass the first check together; looking again after
     // writing our own lock makes sure at least one of them backs off.
-    if let Some(l) = list(repo)
-        .await?
-        .into_iter()
-        .find(|l| l.id != id && blocks(l))
-    {
+    let blocking = match list(repo).await {
+        Ok(all) => all.into_iter().find(|l| l.id != id && blocks(l)),
+        Err(e) => {
+            forget();
+            let _ = repo.store().delete(&name).await;
+            return Err(e);
+        }
+    };
+    if let Some(l) = blocking {
+        forget();
         repo.store().delete(&name).await?;
         return Ok(Err(l));
     }
@@ -321,7 +335,6 @@ async fn try_acquire(repo: &Repo, exclusive: bool) -> Result<std::result::Result
             }
         }
     });
-    held().push((repo.store().clone(), name.clone()));
     Ok(Ok(Guard {
         store: repo.store().clone(),
         name,
