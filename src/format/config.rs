@@ -37,21 +37,7 @@ impl Config {
 
     pub fn decode(bytes: &[u8]) -> Result<Config> {
         let c: Config = super::from_json("the repository config", bytes)?;
-        if c.version < super::VERSION {
-            return Err(Error::unsupported(format!(
-                "this repository has format version {}, written by an earlier development version of walden; \
-                 this walden reads version {} only: create a new repository with `walden init`",
-                c.version,
-                super::VERSION
-            )));
-        }
-        if c.version != super::VERSION {
-            return Err(Error::unsupported(format!(
-                "repository format version {} is newer than this walden reads ({}); upgrade walden",
-                c.version,
-                super::VERSION
-            )));
-        }
+        super::check_version("this repository", c.version)?;
         c.chunker.validate()?;
         if !(0..=22).contains(&c.zstd_level) {
             return Err(Error::corrupt(format!(

@@ -83,21 +83,7 @@ impl KeyFile {
 
     pub fn decode(bytes: &[u8]) -> Result<KeyFile> {
         let k: KeyFile = super::from_json("key file", bytes)?;
-        if k.version < super::VERSION {
-            return Err(Error::unsupported(format!(
-                "key file of format version {}, written by an earlier development version of walden; \
-                 this walden reads version {} only: create a new repository with `walden init`",
-                k.version,
-                super::VERSION
-            )));
-        }
-        if k.version != super::VERSION {
-            return Err(Error::unsupported(format!(
-                "key file of format version {}, newer than this walden reads ({}); upgrade walden",
-                k.version,
-                super::VERSION
-            )));
-        }
+        super::check_version("key file", k.version)?;
         if let Some(c) = &k.check
             && *c != check_of(&k.kdf, &k.master)
         {

@@ -19,6 +19,25 @@ pub mod wal;
 /// The repository format version this build writes and reads.
 pub const VERSION: u32 = 3;
 
+/// Refuses a `version` other than [`VERSION`] in `what` (the config, a key
+/// file), saying what to do: an older one was written by an earlier
+/// development version (walden is unreleased, so none is read), a newer one
+/// needs a newer walden.
+pub fn check_version(what: &str, version: u32) -> Result<()> {
+    if version < VERSION {
+        return Err(Error::unsupported(format!(
+            "{what} has format version {version}, written by an earlier development version of walden; \
+             this walden reads version {VERSION} only: create a new repository with `walden init`"
+        )));
+    }
+    if version != VERSION {
+        return Err(Error::unsupported(format!(
+            "{what} has format version {version}, newer than this walden reads ({VERSION}); upgrade walden"
+        )));
+    }
+    Ok(())
+}
+
 use crate::error::{Error, Result};
 
 /// Decodes a JSON document, naming it in the error.

@@ -51,9 +51,9 @@ pub(super) async fn unlock(store: &Store, password: &[u8]) -> Result<(Id, Master
     // rather than a warning per key file first.
     if files.is_empty() && unsupported > 0 && unsupported == damaged.len() {
         let first = damaged[0].split_once(": ").map_or("", |(_, e)| e);
-        let first = first.strip_prefix("key file of ").unwrap_or(first);
+        let first = first.strip_prefix("key file has ").unwrap_or(first);
         return Err(Error::unsupported(format!(
-            "{}: the repository's key files ({unsupported}) are of {first}",
+            "{}: the repository's key files ({unsupported}) have {first}",
             store.location()
         )));
     }
