@@ -45,6 +45,37 @@ impl Repo {
         Ok(plain)
     }
 
+    /// As [`Repo::open_blob`], into `out`, which must be exactly the
+    /// blob's length; decrypts `envelope` where it lies. For readers that
+    /// gather a file's blobs into one buffer.
+    pub fn open_blob_to(
+        &self,
+        id: &Id,
+        loc: &BlobLocation,
+        envelope: &mut [u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let what = || format!("blob {id} in pack {}", loc.pack);
+        if out.len() != loc.raw_length as usize {
+            return Err(Error::corrupt(format!(
+                "{}: {} bytes where {} were expected",
+                what(),
+                loc.raw_length,
+                out.len()
+            )));
+        }
+        self.key
+            .open_to(loc.blob_type.seal_kind(), &id.0, envelope, out)
+            .map_err(|e| e.context(what()))?;
+        if self.key.blob_id(loc.blob_type.seal_kind(), out) != *id {
+            return Err(Error::corrupt(format!(
+                "{}: content does not match its id",
+                what()
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads one blob, verified.
     pub async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;

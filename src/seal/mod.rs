@@ -269,6 +269,17 @@ impl MasterKey {
     pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {
         self.seal.open(kind, name, envelope)
     }
+
+    /// See [`SealKey::open_to`].
+    pub fn open_to(
+        &self,
+        kind: Kind,
+        name: &[u8],
+        envelope: &mut [u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.seal.open_to(kind, name, envelope, out)
+    }
 }
 
 thread_local! {
@@ -331,6 +342,32 @@ fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
         let d = slot.as_mut().expect("made above");
         d.decompress(frame, size as usize)
             .map_err(|e| e.to_string())
+    })
+}
+
+/// Decompresses one frame into `out`, which it must fill exactly.
+fn decompress_to(frame: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) if n != out.len() as u64 => {
+            return Err(format!(
+                "a frame of {n} bytes where {} were expected",
+                out.len()
+            ));
+        }
+        Ok(_) => {}
+        Err(_) => return Err("not a zstd frame".to_string()),
+    }
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let d = slot.as_mut().expect("made above");
+        match d.decompress_to_buffer(frame, out) {
+            Ok(n) if n == out.len() => Ok(()),
+            Ok(n) => Err(format!("{n} bytes where {} were expected", out.len())),
+            Err(e) => Err(e.to_string()),
+        }
     })
 }
 
@@ -480,6 +517,50 @@ impl SealKey {
 
     /// Authenticates, decrypts and decompresses an envelope.
     pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {
+        let mut env = envelope.to_vec();
+        let body = self.unseal_in_place(kind, name, &mut env)?;
+        match body[0] {
+            FLAG_RAW => Ok(body[1..].to_vec()),
+            FLAG_ZSTD => decompress(&body[1..]).map_err(undecompressable),
+            f => Err(unknown_flag(f)),
+        }
+    }
+
+    /// As [`SealKey::open`], into `out`, which must be exactly the
+    /// plaintext's length, decrypting `envelope` where it lies (it is left
+    /// holding the plain payload). For callers that gather many blobs into
+    /// one buffer: no buffer is made per blob.
+    pub fn open_to(
+        &self,
+        kind: Kind,
+        name: &[u8],
+        envelope: &mut [u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let body = self.unseal_in_place(kind, name, envelope)?;
+        match body[0] {
+            FLAG_RAW if body.len() - 1 == out.len() => {
+                out.copy_from_slice(&body[1..]);
+                Ok(())
+            }
+            FLAG_RAW => Err(Error::corrupt(format!(
+                "authenticated payload of {} bytes, expected {}",
+                body.len() - 1,
+                out.len()
+            ))),
+            FLAG_ZSTD => decompress_to(&body[1..], out).map_err(undecompressable),
+            f => Err(unknown_flag(f)),
+        }
+    }
+
+    /// Checks an envelope's tag and decrypts its body in place; returns the
+    /// body: the flag byte, then the payload.
+    fn unseal_in_place<'a>(
+        &self,
+        kind: Kind,
+        name: &[u8],
+        envelope: &'a mut [u8],
+    ) -> Result<&'a [u8]> {
         if envelope.len() < OVERHEAD {
             return Err(Error::corrupt(format!(
                 "envelope of {} bytes is shorter than the {OVERHEAD}-byte minimum",
@@ -489,28 +570,27 @@ impl SealKey {
         let nonce = XNonce::try_from(&envelope[..NONCE_LEN]).expect("24 bytes");
         let body_end = envelope.len() - TAG_LEN;
         let tag = Tag::try_from(&envelope[body_end..]).expect("16 bytes");
-        let mut body = envelope[NONCE_LEN..body_end].to_vec();
+        let body = &mut envelope[NONCE_LEN..body_end];
         let cipher = XChaCha20Poly1305::new(&Key::from(self.0));
         cipher
-            .decrypt_inout_detached(&nonce, &aad(kind, name), body.as_mut_slice().into(), &tag)
+            .decrypt_inout_detached(&nonce, &aad(kind, name), (&mut *body).into(), &tag)
             .map_err(|_| {
                 Error::corrupt(
                     "envelope failed authentication (wrong key, or the bytes were altered)",
                 )
             })?;
-        match body[0] {
-            FLAG_RAW => {
-                body.remove(0);
-                Ok(body)
-            }
-            FLAG_ZSTD => decompress(&body[1..]).map_err(|e| {
-                Error::corrupt(format!(
-                    "authenticated zstd payload does not decompress: {e}"
-                ))
-            }),
-            f => Err(Error::corrupt(format!("unknown envelope flag {f}"))),
-        }
+        Ok(body)
     }
+}
+
+fn undecompressable(e: String) -> Error {
+    Error::corrupt(format!(
+        "authenticated zstd payload does not decompress: {e}"
+    ))
+}
+
+fn unknown_flag(f: u8) -> Error {
+    Error::corrupt(format!("unknown envelope flag {f}"))
 }
 
 /// Argon2id parameters of one password key, stored in its key file.
@@ -648,6 +728,33 @@ mod tests {
         );
         let other = MasterKey::generate();
         assert!(other.open(Kind::DataBlob, b"n1", &e).is_err());
+    }
+
+    #[test]
+    fn opened_into_a_buffer_as_open_returns_or_refused() {
+        let k = MasterKey::generate();
+        let text = b"a page of WAL, a page of WAL ".repeat(2000);
+        let mut random = vec![0u8; 70_000];
+        random_bytes(&mut random);
+        for data in [&text[..], &random[..]] {
+            let e = k.seal(Kind::DataBlob, b"n", data, Compression::Zstd(3));
+            let mut out = vec![0u8; data.len()];
+            k.open_to(Kind::DataBlob, b"n", &mut e.clone(), &mut out)
+                .unwrap();
+            assert_eq!(out, data);
+            for len in [data.len() - 1, data.len() + 1] {
+                let mut out = vec![0u8; len];
+                let err = k.open_to(Kind::DataBlob, b"n", &mut e.clone(), &mut out);
+                assert!(err.is_err(), "{len} bytes of room for {}", data.len());
+            }
+            let mut bad = e.clone();
+            bad[30] ^= 1;
+            assert!(k.open_to(Kind::DataBlob, b"n", &mut bad, &mut out).is_err());
+            assert!(
+                k.open_to(Kind::DataBlob, b"m", &mut e.clone(), &mut out)
+                    .is_err()
+            );
+        }
     }
 
     #[test]

@@ -116,9 +116,20 @@ pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
             format!("WAL file {name} is archived but unreadable: {e}"),
         )
     };
-    let mut out = Vec::with_capacity(rec.size as usize);
+    let total: u64 = rec.content.iter().map(|b| b.raw_length as u64).sum();
+    if total != rec.size {
+        return Err(Error::corrupt(format!(
+            "WAL file {name}: its blobs hold {total} bytes, the record says {}",
+            rec.size
+        )));
+    }
+    // Each blob is decrypted where it was read and decompressed straight
+    // to its place in the file: no buffer per blob, no copy (fresh buffers
+    // and copies took a sixth of a prefetch's CPU).
+    let mut out = vec![0u8; rec.size as usize];
+    let mut at_out = 0usize;
     for run in runs(&rec.content) {
-        let bytes = repo
+        let mut bytes = repo
             .store()
             .get_range(&layout::pack(&run.pack), run.start, run.end - run.start)
             .await
@@ -132,18 +143,16 @@ pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
                 length: b.length,
                 raw_length: b.raw_length,
             };
-            let plain = repo
-                .open_blob(&b.id, &loc, &bytes[at..at + b.length as usize])
-                .map_err(damaged)?;
-            out.extend_from_slice(&plain);
+            let end = at_out + b.raw_length as usize;
+            repo.open_blob_to(
+                &b.id,
+                &loc,
+                &mut bytes[at..at + b.length as usize],
+                &mut out[at_out..end],
+            )
+            .map_err(damaged)?;
+            at_out = end;
         }
-    }
-    if out.len() as u64 != rec.size {
-        return Err(Error::corrupt(format!(
-            "WAL file {name}: restored {} bytes, the record says {}",
-            out.len(),
-            rec.size
-        )));
     }
     Ok(out)
 }
