@@ -710,6 +710,66 @@ fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
 }
 
 #[test]
+fn a_prefetch_follows_replay_keeping_its_window_full() {
+    let e = Env::new();
+    e.init();
+    let src = e.path("segments");
+    std::fs::create_dir_all(&src).unwrap();
+    let names: Vec<String> = (1..=8)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        let p = src.join(n);
+        std::fs::write(&p, common::wal::segment(n, 200 + i as u64, 1 << 20, 1)).unwrap();
+        e.ok(&["wal-push", p.to_str().unwrap()]);
+    }
+    let dest = e.path("RECOVERYXLOG");
+    let spooled = |n: &str| {
+        std::fs::read_dir(e.path("cache").join("wal-spool"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .is_some_and(|d| d.unwrap().path().join(n).exists())
+    };
+    let wait_for = |n: &str, after: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !spooled(n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} was not prefetched after {after} was served"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // A window of two: as replay takes each segment from the spool, the
+    // segment two ahead of it arrives, one at a time.
+    let first = e.json(&[
+        "wal-fetch",
+        "--prefetch",
+        "2",
+        &names[0],
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(first["from_spool"], false);
+    wait_for(&names[1], &names[0]);
+    wait_for(&names[2], &names[0]);
+    for i in 1..=5 {
+        let hit = e.json(&[
+            "wal-fetch",
+            "--prefetch",
+            "2",
+            &names[i],
+            dest.to_str().unwrap(),
+        ]);
+        assert_eq!(hit["from_spool"], true, "{}", names[i]);
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(src.join(&names[i])).unwrap()
+        );
+        wait_for(&names[i + 2], &names[i]);
+    }
+}
+
+#[test]
 fn async_push_returns_once_queued_and_the_pusher_archives_everything() {
     let e = Env::new();
     e.init();

@@ -174,7 +174,10 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
         }
     };
     spool.forget_before(&name);
-    if spool.prefetch_wanted(&name, size, a.prefetch) {
+    spool.note_served(&name);
+    // A running prefetch follows replay by itself; a process started to
+    // find it there would only cost a start.
+    if spool.prefetch_wanted(&name, size, a.prefetch) && !spool.prefetch_running() {
         let count = a.prefetch.to_string();
         let cluster = cluster.to_string();
         let mut args = vec![

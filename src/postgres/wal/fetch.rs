@@ -25,9 +25,25 @@ pub async fn fetch(repo: &Repo, cluster: u64, name: &WalName, dest: &Path) -> Re
 /// Segments fetched at once by a prefetch.
 const PARALLEL: usize = 4;
 
-/// Fetches up to `count` segments following `after` on its timeline into
-/// `spool`, several at a time, stopping at the first that is not archived.
-/// The caller holds the spool's prefetch lock.
+/// How often a prefetch looks whether replay has moved on.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a prefetch waits for replay to move on before it exits.
+/// Replay asks for a segment every 0.05 to 0.2 s; a prefetch that exits
+/// is started again by the next `wal-fetch` that finds no prefetch running
+/// and the spool short.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps `count` segments after the last one served (at first `after`) in
+/// `spool`, following replay as it asks for them, until replay stops
+/// asking for [`IDLE`] or the next segment is not archived. Returns the
+/// number fetched. The caller holds the spool's prefetch lock.
+///
+/// Why it follows rather than fetching one batch and exiting: one batch
+/// per process wrote several segments at once each time replay had used
+/// up half the spool, a burst the server's own `fsync`s then waited for,
+/// and paid a process start and a repository open per batch. Following,
+/// it fetches one segment as replay takes one.
 pub async fn prefetch(
     repo: &Repo,
     cluster: u64,
@@ -35,8 +51,7 @@ pub async fn prefetch(
     count: u64,
     spool: &Spool,
 ) -> Result<u64> {
-    use futures_util::StreamExt;
-    let after = WalName::parse(after)?;
+    let mut after = WalName::parse(after)?;
     if after.kind != WalKind::Segment {
         return Ok(0);
     }
@@ -45,14 +60,46 @@ pub async fn prefetch(
     if !crate::pg::lsn::valid_segment_size(seg_size) {
         return Ok(0);
     }
+    let mut fetched = 0;
+    loop {
+        let (n, ended) = fill(repo, cluster, &after, seg_size, count, spool).await?;
+        fetched += n;
+        if ended {
+            return Ok(fetched);
+        }
+        let waited = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(POLL).await;
+            match spool.served() {
+                Some(s) if s.as_str() != after.as_str() && s.kind == WalKind::Segment => {
+                    after = s;
+                    break;
+                }
+                _ if waited.elapsed() > IDLE => return Ok(fetched),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Fetches the segments of the `count` after `after` that `spool` lacks,
+/// several at a time, stopping at the first that is not archived. Returns
+/// how many it fetched and whether it met one not archived.
+async fn fill(
+    repo: &Repo,
+    cluster: u64,
+    after: &WalName,
+    seg_size: u64,
+    count: u64,
+    spool: &Spool,
+) -> Result<(u64, bool)> {
+    use futures_util::StreamExt;
     let first = crate::pg::lsn::segment_number(after.as_str(), seg_size)?;
     let names: Vec<String> = (1..=count)
         .map(|i| crate::pg::lsn::segment_name(after.timeline, first + i, seg_size))
+        .filter(|n| !spool.contains(n))
         .collect();
     let mut stream = futures_util::stream::iter(names.into_iter().map(|n| async move {
-        if spool.contains(&n) {
-            return Ok(true);
-        }
         let name = WalName::parse(&n)?;
         let rec = match read_record(repo, cluster, &name).await {
             Ok(r) => r,
@@ -66,9 +113,9 @@ pub async fn prefetch(
     let mut fetched = 0;
     while let Some(r) = stream.next().await {
         if !r? {
-            break;
+            return Ok((fetched, true));
         }
         fetched += 1;
     }
-    Ok(fetched)
+    Ok((fetched, false))
 }

@@ -53,6 +53,10 @@ const MAGIC: &[u8; 4] = b"WSPL";
 const VERSION: u8 = 4;
 const CHECK: usize = 4 + 1 + 8 + 16;
 const CHECK_SUFFIX: &str = ".check";
+/// Held by the running prefetch.
+const PREFETCH_LOCK: &str = ".prefetch.lock";
+/// The last segment served, for the prefetch that follows replay.
+const SERVED: &str = ".served";
 
 pub struct Spool {
     dir: PathBuf,
@@ -274,9 +278,10 @@ impl Spool {
 
     /// Whether a prefetch of `count` segments after segment `name` (of
     /// `seg_size` bytes, the size just fetched) is worth starting: not when
-    /// `name` is not a segment, nor while the spool still holds the segment
-    /// halfway through that window (a prefetch ran recently and replay has
-    /// not caught up). Keeps replay from starting a process per segment.
+    /// `name` is not a segment, nor while the spool already holds the
+    /// window's last segment. The caller also asks whether a prefetch is
+    /// running ([`Spool::prefetch_running`]): a running one follows replay
+    /// by itself, so replay starts a process only when none runs.
     pub fn prefetch_wanted(&self, name: &WalName, seg_size: u64, count: u64) -> bool {
         if count == 0
             || name.kind != WalKind::Segment
@@ -287,16 +292,38 @@ impl Spool {
         let Ok(segno) = crate::pg::lsn::segment_number(name.as_str(), seg_size) else {
             return false;
         };
-        let ahead =
-            crate::pg::lsn::segment_name(name.timeline, segno + count.div_ceil(2), seg_size);
+        let ahead = crate::pg::lsn::segment_name(name.timeline, segno + count, seg_size);
         !self.contains(&ahead)
+    }
+
+    /// Notes that replay has just been given segment `name`, for the
+    /// prefetch that follows it ([`Spool::served`]). Best effort: a note
+    /// lost only costs speed.
+    pub fn note_served(&self, name: &WalName) {
+        if name.kind == WalKind::Segment && self.dir.is_dir() {
+            let _ = std::fs::write(self.dir.join(SERVED), name.as_str());
+        }
+    }
+
+    /// The segment replay was given last, as [`Spool::note_served`] noted
+    /// it; `None` when there is no note or it is unreadable (being
+    /// rewritten).
+    pub fn served(&self) -> Option<WalName> {
+        let s = std::fs::read_to_string(self.dir.join(SERVED)).ok()?;
+        WalName::parse(s.trim()).ok()
+    }
+
+    /// Whether a prefetch is running on this spool now.
+    pub fn prefetch_running(&self) -> bool {
+        // Taken and dropped at once: a free lock means nobody prefetches.
+        matches!(super::lock_file(&self.dir.join(PREFETCH_LOCK)), Ok(None))
     }
 
     /// Takes the spool's prefetch lock: only one prefetch runs per spool.
     /// `None` when another holds it.
     pub fn lock_prefetch(&self) -> Result<Option<File>> {
         self.make_dir()?;
-        super::lock_file(&self.dir.join(".prefetch.lock"))
+        super::lock_file(&self.dir.join(PREFETCH_LOCK))
     }
 }
 
@@ -529,8 +556,8 @@ mod tests {
         assert!(!s.prefetch_wanted(&n, mb, 0), "turned off");
         assert!(!s.prefetch_wanted(&seg("00000002.history"), 41, 8));
         assert!(!s.prefetch_wanted(&n, 12345, 8), "not a segment size");
-        // Segment 0x14 (four ahead of 0x10) is spooled: enough is ahead.
-        s.put("000000010000000000000014", b"x").unwrap();
+        // Segment 0x18 (eight ahead of 0x10) is spooled: the window is full.
+        s.put("000000010000000000000018", b"x").unwrap();
         assert!(!s.prefetch_wanted(&n, mb, 8));
         assert!(s.prefetch_wanted(&seg("000000010000000000000011"), mb, 8));
     }
