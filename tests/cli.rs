@@ -638,20 +638,28 @@ fn wal_push_killed_mid_upload_stores_nothing_visible_and_the_retry_succeeds() {
     e.ok(&["verify", "--read-data"]);
 }
 
-#[test]
-fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
-    let e = Env::new();
-    e.init();
+/// Writes segments 1 to `count` of timeline 1 (1 MiB each, their content
+/// from `seed` on) under `segments/` and pushes them; returns the directory
+/// and their names.
+fn push_segments(e: &Env, count: u32, seed: u64) -> (std::path::PathBuf, Vec<String>) {
     let src = e.path("segments");
     std::fs::create_dir_all(&src).unwrap();
-    let names: Vec<String> = (1..=6)
+    let names: Vec<String> = (1..=count)
         .map(|i| format!("0000000100000000000000{i:02X}"))
         .collect();
     for (i, n) in names.iter().enumerate() {
         let p = src.join(n);
-        std::fs::write(&p, common::wal::segment(n, 100 + i as u64, 1 << 20, 1)).unwrap();
+        std::fs::write(&p, common::wal::segment(n, seed + i as u64, 1 << 20, 1)).unwrap();
         e.ok(&["wal-push", p.to_str().unwrap()]);
     }
+    (src, names)
+}
+
+#[test]
+fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
+    let e = Env::new();
+    e.init();
+    let (src, names) = push_segments(&e, 6, 100);
     let out = e.path("pg_wal");
     std::fs::create_dir_all(&out).unwrap();
     let first = e.json(&[
@@ -713,16 +721,7 @@ fn wal_fetch_prefetches_following_segments_into_a_spool_and_serves_them() {
 fn a_prefetch_follows_replay_keeping_its_window_full() {
     let e = Env::new();
     e.init();
-    let src = e.path("segments");
-    std::fs::create_dir_all(&src).unwrap();
-    let names: Vec<String> = (1..=8)
-        .map(|i| format!("0000000100000000000000{i:02X}"))
-        .collect();
-    for (i, n) in names.iter().enumerate() {
-        let p = src.join(n);
-        std::fs::write(&p, common::wal::segment(n, 200 + i as u64, 1 << 20, 1)).unwrap();
-        e.ok(&["wal-push", p.to_str().unwrap()]);
-    }
+    let (src, names) = push_segments(&e, 8, 200);
     let dest = e.path("RECOVERYXLOG");
     let spooled = |n: &str| {
         std::fs::read_dir(e.path("cache").join("wal-spool"))
