@@ -150,3 +150,26 @@ pub fn format_time(t: std::time::SystemTime) -> String {
 pub fn parse_time(s: &str) -> Result<std::time::SystemTime> {
     humantime::parse_rfc3339_weak(s).map_err(|e| Error::corrupt(format!("bad time {s:?}: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_other_than_this_builds_is_refused_saying_what_to_do() {
+        assert!(check_version("key file", VERSION).is_ok());
+        let older = check_version("key file", VERSION - 1).unwrap_err();
+        assert_eq!(older.kind(), crate::error::Kind::Unsupported);
+        let m = older.to_string();
+        assert!(
+            m.contains(&format!("format version {}", VERSION - 1)),
+            "{m}"
+        );
+        assert!(m.contains("walden init"), "{m}");
+        let newer = check_version("this repository", VERSION + 1).unwrap_err();
+        assert_eq!(newer.kind(), crate::error::Kind::Unsupported);
+        let m = newer.to_string();
+        assert!(m.starts_with("this repository has format version"), "{m}");
+        assert!(m.contains("upgrade walden"), "{m}");
+    }
+}

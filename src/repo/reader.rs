@@ -16,6 +16,11 @@ const READ_GAP: u64 = 256 << 10;
 /// The most one of its requests reads.
 const READ_MAX: u64 = 32 << 20;
 
+/// How errors name a blob.
+fn blob_in_pack(id: &Id, loc: &BlobLocation) -> String {
+    format!("blob {id} in pack {}", loc.pack)
+}
+
 impl Repo {
     pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
         // Whoever asks found the id in a snapshot, tree or record, so its
@@ -29,20 +34,26 @@ impl Repo {
 
     /// Opens a blob envelope read from a pack and checks its id.
     pub fn open_blob(&self, id: &Id, loc: &BlobLocation, envelope: &[u8]) -> Result<Vec<u8>> {
-        let what = || format!("blob {id} in pack {}", loc.pack);
         let plain = self
             .key
             .open(loc.blob_type.seal_kind(), &id.0, envelope)
-            .map_err(|e| e.context(what()))?;
+            .map_err(|e| e.context(blob_in_pack(id, loc)))?;
+        self.check_blob(id, loc, &plain)?;
+        Ok(plain)
+    }
+
+    /// `plain`, opened from blob `id`'s envelope, has the length its
+    /// location records and hashes to `id`.
+    fn check_blob(&self, id: &Id, loc: &BlobLocation, plain: &[u8]) -> Result<()> {
         if plain.len() != loc.raw_length as usize
-            || self.key.blob_id(loc.blob_type.seal_kind(), &plain) != *id
+            || self.key.blob_id(loc.blob_type.seal_kind(), plain) != *id
         {
             return Err(Error::corrupt(format!(
                 "{}: content does not match its id",
-                what()
+                blob_in_pack(id, loc)
             )));
         }
-        Ok(plain)
+        Ok(())
     }
 
     /// As [`Repo::open_blob`], into `out`, which must be exactly the
@@ -55,25 +66,18 @@ impl Repo {
         envelope: &mut [u8],
         out: &mut [u8],
     ) -> Result<()> {
-        let what = || format!("blob {id} in pack {}", loc.pack);
         if out.len() != loc.raw_length as usize {
             return Err(Error::corrupt(format!(
-                "{}: {} bytes where {} were expected",
-                what(),
+                "{}: {} bytes, room for {}",
+                blob_in_pack(id, loc),
                 loc.raw_length,
                 out.len()
             )));
         }
         self.key
             .open_to(loc.blob_type.seal_kind(), &id.0, envelope, out)
-            .map_err(|e| e.context(what()))?;
-        if self.key.blob_id(loc.blob_type.seal_kind(), out) != *id {
-            return Err(Error::corrupt(format!(
-                "{}: content does not match its id",
-                what()
-            )));
-        }
-        Ok(())
+            .map_err(|e| e.context(blob_in_pack(id, loc)))?;
+        self.check_blob(id, loc, out)
     }
 
     /// Reads one blob, verified.

@@ -334,14 +334,20 @@ fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if size > 1 << 31 {
         return Err(format!("a frame claiming {size} bytes"));
     }
+    with_decompressor(|d| d.decompress(frame, size as usize))
+}
+
+/// Runs `f` with this thread's zstd decompression context, made on first
+/// use.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::result::Result<T, String> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
         }
-        let d = slot.as_mut().expect("made above");
-        d.decompress(frame, size as usize)
-            .map_err(|e| e.to_string())
+        f(slot.as_mut().expect("made above")).map_err(|e| e.to_string())
     })
 }
 
@@ -357,18 +363,11 @@ fn decompress_to(frame: &[u8], out: &mut [u8]) -> std::result::Result<(), String
         Ok(_) => {}
         Err(_) => return Err("not a zstd frame".to_string()),
     }
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
-        }
-        let d = slot.as_mut().expect("made above");
-        match d.decompress_to_buffer(frame, out) {
-            Ok(n) if n == out.len() => Ok(()),
-            Ok(n) => Err(format!("{n} bytes where {} were expected", out.len())),
-            Err(e) => Err(e.to_string()),
-        }
-    })
+    let want = out.len();
+    match with_decompressor(|d| d.decompress_to_buffer(frame, out))? {
+        n if n == want => Ok(()),
+        n => Err(format!("{n} bytes where {want} were expected")),
+    }
 }
 
 /// The most bytes an envelope of `len` plaintext bytes takes: zstd's bound
@@ -518,10 +517,17 @@ impl SealKey {
     /// Authenticates, decrypts and decompresses an envelope.
     pub fn open(&self, kind: Kind, name: &[u8], envelope: &[u8]) -> Result<Vec<u8>> {
         let mut env = envelope.to_vec();
-        let body = self.unseal_in_place(kind, name, &mut env)?;
-        match body[0] {
-            FLAG_RAW => Ok(body[1..].to_vec()),
-            FLAG_ZSTD => decompress(&body[1..]).map_err(undecompressable),
+        match self.unseal_in_place(kind, name, &mut env)?[0] {
+            // The payload moved to the front of the copy already made, not
+            // copied again.
+            FLAG_RAW => {
+                env.truncate(env.len() - TAG_LEN);
+                env.drain(..NONCE_LEN + 1);
+                Ok(env)
+            }
+            FLAG_ZSTD => {
+                decompress(&env[NONCE_LEN + 1..env.len() - TAG_LEN]).map_err(undecompressable)
+            }
             f => Err(unknown_flag(f)),
         }
     }
