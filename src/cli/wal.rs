@@ -162,6 +162,9 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
     let (size, from_spool) = match spool.serve(&name, &a.dest)? {
         Some(size) => (size, true),
         None => {
+            // A running prefetch drops what replay went past; without
+            // one, this miss does.
+            spool.forget_before(&name);
             let repo = Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?;
             match wal::fetch::fetch(&repo, cluster, &name, &a.dest).await {
                 Ok(size) => (size, false),
@@ -173,7 +176,6 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
             }
         }
     };
-    spool.forget_before(&name);
     spool.note_served(&name);
     // A running prefetch follows replay by itself; a process started to
     // find it there would only cost a start.

@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::pg::walname::{WalKind, WalName};
 use crate::repo::Repo;
 
-use super::spool::{Spool, write_dest};
-use super::{read_content, read_record};
+use super::spool::{CheckHasher, Spool, write_dest};
+use super::{read_content, read_content_into, read_record};
 
 /// Restores WAL file `name` of cluster `cluster` to `dest`; returns its
 /// size. [`crate::error::Error::not_archived`] when it was never archived.
@@ -60,9 +60,10 @@ pub async fn prefetch(
     if !crate::pg::lsn::valid_segment_size(seg_size) {
         return Ok(0);
     }
+    let buffers = Buffers::default();
     let mut fetched = 0;
     loop {
-        let (n, ended) = fill(repo, cluster, &after, seg_size, count, spool).await?;
+        let (n, ended) = fill(repo, cluster, &after, seg_size, count, spool, &buffers).await?;
         fetched += n;
         if ended {
             return Ok(fetched);
@@ -72,6 +73,9 @@ pub async fn prefetch(
             tokio::time::sleep(POLL).await;
             match spool.served() {
                 Some(s) if s.as_str() != after.as_str() && s.kind == WalKind::Segment => {
+                    // Segments replay went past (a switch of timeline)
+                    // would otherwise stay until the next restore.
+                    spool.forget_before(&s);
                     after = s;
                     break;
                 }
@@ -92,6 +96,7 @@ async fn fill(
     seg_size: u64,
     count: u64,
     spool: &Spool,
+    buffers: &Buffers,
 ) -> Result<(u64, bool)> {
     use futures_util::StreamExt;
     let first = crate::pg::lsn::segment_number(after.as_str(), seg_size)?;
@@ -106,7 +111,11 @@ async fn fill(
             Err(e) if e.is_not_archived() => return Ok(false),
             Err(e) => return Err(e),
         };
-        spool.put(&n, &read_content(repo, &rec).await?)?;
+        let mut buf = buffers.take();
+        let mut check = CheckHasher::new(&n);
+        read_content_into(repo, &rec, &mut buf, |p| check.update(p)).await?;
+        spool.put_hashed(&n, &buf, check)?;
+        buffers.give_back(buf);
         Ok(true)
     }))
     .buffered(PARALLEL);
@@ -118,4 +127,27 @@ async fn fill(
         fetched += 1;
     }
     Ok((fetched, false))
+}
+
+/// Segment buffers, reused from one prefetched segment to the next: a fresh
+/// 16 MiB buffer cost 4,096 page faults, a ninth of a prefetched segment's
+/// CPU. At most [`PARALLEL`] are out at once.
+#[derive(Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .expect("never poisoned: nothing panics holding it")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        self.0
+            .lock()
+            .expect("never poisoned: nothing panics holding it")
+            .push(buf);
+    }
 }

@@ -104,6 +104,22 @@ fn runs(content: &[WalBlob]) -> Vec<Run<'_>> {
 /// checked. The blobs of one push lie end to end in one pack, so this is
 /// one ranged get.
 pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_content_into(repo, rec, &mut out, |_| {}).await?;
+    Ok(out)
+}
+
+/// [`read_content`] into `out`, which it resizes to the file's size, and
+/// gives `piece` each blob's content in order as soon as it is verified,
+/// while it is still in the CPU's cache. A buffer reused from one file to
+/// the next costs no page faults: a fresh 16 MiB one is 4,096 of them. On
+/// an error, `out` holds part of the file.
+pub async fn read_content_into(
+    repo: &Repo,
+    rec: &WalRecord,
+    out: &mut Vec<u8>,
+    mut piece: impl FnMut(&[u8]),
+) -> Result<()> {
     let name = &rec.name;
     let damaged = |e: Error| {
         let kind = if e.kind() == Kind::NotFound {
@@ -126,7 +142,7 @@ pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
     // Each blob is decrypted where it was read and decompressed straight
     // to its place in the file: no buffer per blob, no copy (fresh buffers
     // and copies took a sixth of a prefetch's CPU).
-    let mut out = vec![0u8; rec.size as usize];
+    out.resize(rec.size as usize, 0);
     let mut at_out = 0usize;
     for run in runs(&rec.content) {
         let mut bytes = repo
@@ -151,10 +167,11 @@ pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
                 &mut out[at_out..end],
             )
             .map_err(damaged)?;
+            piece(&out[at_out..end]);
             at_out = end;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The whole content of an archived file, such as a timeline history.

@@ -4,7 +4,7 @@
 //! opening the repository (no password derivation, no listing).
 //!
 //! A spooled segment is trusted no more than the repository: beside each
-//! file lies a check file with its size and a BLAKE3 hash of its name and
+//! file lies a check file with its size and a hash of its name and
 //! content, verified before a byte reaches PostgreSQL. A file that fails
 //! (cut short, flipped, renamed, empty, its check missing) is dropped and
 //! the segment is fetched from the repository instead. Nothing here is
@@ -79,8 +79,28 @@ pub struct Spool {
 /// this hash on replay's critical path and the prefetch makes it for every
 /// segment: 16 MiB in 0.9 ms on one core here, against 4.6 ms for BLAKE3.
 fn check_hash(name: &str, content: &[u8]) -> u128 {
-    use twox_hash::{XxHash3_64, XxHash3_128};
-    XxHash3_128::oneshot_with_seed(XxHash3_64::oneshot(name.as_bytes()), content)
+    twox_hash::XxHash3_128::oneshot_with_seed(check_seed(name), content)
+}
+
+fn check_seed(name: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot(name.as_bytes())
+}
+
+/// [`check_hash`] made piece by piece, as a segment's content is rebuilt
+/// blob by blob: each piece is hashed while it is still in the CPU's cache
+/// (hashing the whole 16 MiB afterwards reads it back from memory).
+pub struct CheckHasher(twox_hash::XxHash3_128);
+
+impl CheckHasher {
+    /// A hasher for the content of segment `name`.
+    pub fn new(name: &str) -> CheckHasher {
+        CheckHasher(twox_hash::XxHash3_128::with_seed(check_seed(name)))
+    }
+
+    /// Hashes the next piece of the content.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.write(piece);
+    }
 }
 
 impl Spool {
@@ -145,13 +165,23 @@ impl Spool {
 
     /// Spools `content` as `name`: its check file, then the content.
     pub fn put(&self, name: &str, content: &[u8]) -> Result<()> {
+        self.write(name, content, check_hash(name, content))
+    }
+
+    /// Spools `content` as `name`, `hasher` having been given all of it
+    /// (see [`CheckHasher`]).
+    pub fn put_hashed(&self, name: &str, content: &[u8], hasher: CheckHasher) -> Result<()> {
+        self.write(name, content, hasher.0.finish_128())
+    }
+
+    fn write(&self, name: &str, content: &[u8], hash: u128) -> Result<()> {
         use std::io::Write;
         self.make_dir()?;
         let mut check = Vec::with_capacity(CHECK);
         check.extend_from_slice(MAGIC);
         check.push(VERSION);
         check.extend_from_slice(&(content.len() as u64).to_le_bytes());
-        check.extend_from_slice(&check_hash(name, content).to_le_bytes());
+        check.extend_from_slice(&hash.to_le_bytes());
         // Only the content is written back early (see the module's notes):
         // PostgreSQL never sees the check file.
         for (path, bytes, write_back) in [
@@ -363,6 +393,29 @@ mod tests {
         // A file left full of zeros (blocks never written) fails.
         let zeros = vec![0u8; data.len()];
         assert_ne!(h, check_hash(name, &zeros));
+    }
+
+    #[test]
+    fn a_check_made_piece_by_piece_equals_the_one_made_at_once() {
+        let mut data = vec![0u8; (3 << 20) + 123];
+        crate::seal::random_bytes(&mut data);
+        let name = "000000010000000000000003";
+        for len in [0, 1, 16, 240, 241, 4096, 1 << 20, data.len()] {
+            for piece in [1 << 20, 4096, 7] {
+                if len > 100_000 && piece < 4096 {
+                    continue;
+                }
+                let mut hasher = CheckHasher::new(name);
+                for p in data[..len].chunks(piece) {
+                    hasher.update(p);
+                }
+                assert_eq!(
+                    hasher.0.finish_128(),
+                    check_hash(name, &data[..len]),
+                    "{len} bytes in pieces of {piece}"
+                );
+            }
+        }
     }
 
     #[test]
