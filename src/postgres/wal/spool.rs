@@ -281,8 +281,17 @@ impl Spool {
         let path = self.dir.join(name.as_str());
         match std::fs::rename(&path, dest) {
             Ok(()) => {}
-            // The map that checked it left the file's offset at 0.
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => write_dest(dest, &mut f)?,
+            // Another filesystem; or the name is gone since it was checked
+            // (another restore of this cluster sharing the spool served it,
+            // or a prefetch done with the spool removed it): the open file
+            // is still the content checked. The map that checked it left
+            // the file's offset at 0.
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EXDEV))
+                    || e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                write_dest(dest, &mut f)?
+            }
             Err(e) => return Err(Error::io(dest.display(), e)),
         }
         self.drop_segment(name.as_str());
