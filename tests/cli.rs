@@ -769,6 +769,85 @@ fn a_prefetch_follows_replay_keeping_its_window_full() {
 }
 
 #[test]
+fn spooled_segments_are_removed_once_the_server_has_left_recovery() {
+    let e = Env::new();
+    e.init();
+    let (_, names) = push_segments(&e, 6, 300);
+    // A data directory as `walden restore` leaves it, still to recover;
+    // PostgreSQL runs restore_command in it.
+    let pgdata = e.path("pgdata");
+    std::fs::create_dir_all(pgdata.join("pg_wal")).unwrap();
+    std::fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(pgdata.join("recovery.signal"), "").unwrap();
+    let fetch = |n: &str| -> Value {
+        let o = e
+            .command(
+                "correct horse",
+                &[
+                    "--json",
+                    "wal-fetch",
+                    "--prefetch",
+                    "2",
+                    n,
+                    "pg_wal/RECOVERYXLOG",
+                ],
+            )
+            .current_dir(&pgdata)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let spool =
+        walden::postgres::wal::spool::Spool::new(&e.path("cache"), e.repo().to_str().unwrap(), 1);
+    let spooled = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(spool.dir())
+            .map(|d| {
+                d.map(|x| x.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let with_checks = |n: &[String]| -> Vec<String> {
+        n.iter()
+            .flat_map(|n| [n.clone(), format!("{n}.check")])
+            .collect()
+    };
+    assert_eq!(fetch(&names[0])["from_spool"], false);
+    wait("segments 2 and 3 were not prefetched", &|| {
+        spooled() == with_checks(&names[1..3])
+    });
+    // Replay stops asking while its server still recovers (paused at its
+    // target, a standby between segments): the prefetch exits and the
+    // spool stays.
+    wait(
+        "the prefetch did not exit when replay stopped asking",
+        &|| !spool.prefetch_running(),
+    );
+    assert_eq!(spooled(), with_checks(&names[1..3]));
+    assert_eq!(fetch(&names[1])["from_spool"], true);
+    wait("segment 4 was not prefetched", &|| {
+        spooled() == with_checks(&names[2..4])
+    });
+    // The server promotes, and replay asks no more: what is still spooled
+    // (plaintext WAL nobody will ask for) is removed as the prefetch exits.
+    std::fs::remove_file(pgdata.join("recovery.signal")).unwrap();
+    wait("the spool was not emptied", &|| {
+        !spool.prefetch_running() && spooled().is_empty()
+    });
+}
+
+#[test]
 fn async_push_returns_once_queued_and_the_pusher_archives_everything() {
     let e = Env::new();
     e.init();

@@ -94,6 +94,10 @@ pub struct PrefetchArgs {
     /// so spooled segments are not written back early.
     #[arg(long)]
     no_write_back: bool,
+    /// The data directory replay runs in: when its server has left
+    /// recovery by the time replay stops asking, the spool is emptied.
+    #[arg(long)]
+    pgdata: Option<PathBuf>,
 }
 
 pub async fn push(s: &Settings, a: PushArgs) -> Result<i32> {
@@ -193,6 +197,13 @@ pub async fn fetch(s: &Settings, a: FetchArgs) -> Result<i32> {
         if !spool.renames_into(&a.dest) {
             args.push("--no-write-back");
         }
+        // PostgreSQL runs restore_command in the data directory.
+        let pgdata = std::env::current_dir()
+            .ok()
+            .filter(|d| d.join("PG_VERSION").is_file());
+        if let Some(d) = pgdata.as_deref().and_then(|d| d.to_str()) {
+            args.extend(["--pgdata", d]);
+        }
         spawn_detached(&s.global, &args);
     }
     if s.json {
@@ -212,6 +223,17 @@ pub async fn prefetch(s: &Settings, a: PrefetchArgs) -> Result<i32> {
     let repo = Repo::open_for_wal(s.store()?, &s.password()?, &s.cache_dir).await?;
     let n = wal::fetch::prefetch(&repo, a.cluster, &a.after, a.count, &spool).await?;
     tracing::info!("prefetched {n} segment(s) after {}", a.after);
+    // Replay stopped asking. If its server has left recovery (reached its
+    // target and promoted, or replayed the whole archive), what is still
+    // spooled is plaintext WAL nobody will ask for: a restore leaves none
+    // in the cache. A server paused at its target, or a standby waiting
+    // for the next segment, keeps its spool.
+    if a.pgdata
+        .as_deref()
+        .is_some_and(walden::postgres::recovery::ended)
+    {
+        spool.clear();
+    }
     Ok(0)
 }
 

@@ -23,6 +23,17 @@ mod plan;
 
 pub use plan::plan;
 
+/// Whether the cluster in `data_dir` has left recovery: a data directory
+/// (it holds `PG_VERSION`) without `recovery.signal` or `standby.signal`,
+/// which PostgreSQL removes as recovery ends. Paused at its target, or shut
+/// down there, it still holds one.
+pub fn ended(data_dir: &Path) -> bool {
+    data_dir.join("PG_VERSION").is_file()
+        && ["recovery.signal", "standby.signal"]
+            .iter()
+            .all(|s| !data_dir.join(s).exists())
+}
+
 /// What the caller asks for.
 #[derive(Debug, Clone)]
 pub struct Request {

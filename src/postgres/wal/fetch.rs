@@ -36,7 +36,8 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps `count` segments after the last one served (at first `after`) in
 /// `spool`, following replay as it asks for them, until replay stops
-/// asking for [`IDLE`] or the next segment is not archived. Returns the
+/// asking for [`IDLE`]; past the end of the archive too, looking again as
+/// replay moves on (a server still archiving adds segments). Returns the
 /// number fetched. The caller holds the spool's prefetch lock.
 ///
 /// Why it follows rather than fetching one batch and exiting: a process
@@ -63,11 +64,7 @@ pub async fn prefetch(
     let buffers = Buffers::default();
     let mut fetched = 0;
     loop {
-        let (n, ended) = fill(repo, cluster, &after, seg_size, count, spool, &buffers).await?;
-        fetched += n;
-        if ended {
-            return Ok(fetched);
-        }
+        fetched += fill(repo, cluster, &after, seg_size, count, spool, &buffers).await?;
         let waited = std::time::Instant::now();
         loop {
             tokio::time::sleep(POLL).await;
@@ -88,7 +85,7 @@ pub async fn prefetch(
 
 /// Fetches the segments of the `count` after `after` that `spool` lacks,
 /// several at a time, stopping at the first that is not archived. Returns
-/// how many it fetched and whether it met one not archived.
+/// how many it fetched.
 async fn fill(
     repo: &Repo,
     cluster: u64,
@@ -97,7 +94,7 @@ async fn fill(
     count: u64,
     spool: &Spool,
     buffers: &Buffers,
-) -> Result<(u64, bool)> {
+) -> Result<u64> {
     use futures_util::StreamExt;
     let first = crate::pg::lsn::segment_number(after.as_str(), seg_size)?;
     let names: Vec<String> = (1..=count)
@@ -122,11 +119,11 @@ async fn fill(
     let mut fetched = 0;
     while let Some(r) = stream.next().await {
         if !r? {
-            return Ok((fetched, true));
+            break;
         }
         fetched += 1;
     }
-    Ok((fetched, false))
+    Ok(fetched)
 }
 
 /// Segment buffers, reused from one prefetched segment to the next: a fresh

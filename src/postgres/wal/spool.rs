@@ -300,16 +300,27 @@ impl Spool {
 
     /// Drops spooled segments that replay has gone past.
     pub fn forget_before(&self, name: &WalName) {
-        if name.kind != WalKind::Segment {
-            return;
+        if name.kind == WalKind::Segment {
+            self.drop_segments(|seg| seg < name.as_str());
         }
+    }
+
+    /// Drops every spooled segment: nobody will ask for them (the server
+    /// they were fetched for has left recovery), and they are plaintext WAL.
+    pub fn clear(&self) {
+        self.drop_segments(|_| true);
+    }
+
+    /// Drops the spooled segments (and their checks) whose names `which`
+    /// picks.
+    fn drop_segments(&self, which: impl Fn(&str) -> bool) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             let seg = n.strip_suffix(CHECK_SUFFIX).unwrap_or(&n);
-            if seg.len() == 24 && seg < name.as_str() {
+            if seg.len() == 24 && which(seg) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
