@@ -104,21 +104,27 @@ fn runs(content: &[WalBlob]) -> Vec<Run<'_>> {
 /// checked. The blobs of one push lie end to end in one pack, so this is
 /// one ranged get.
 pub async fn read_content(repo: &Repo, rec: &WalRecord) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    read_content_into(repo, rec, &mut out, |_| {}).await?;
+    let mut out = Vec::with_capacity(rec.size as usize);
+    read_content_each(repo, rec, &mut Vec::new(), |blob| {
+        out.extend_from_slice(blob);
+        Ok(())
+    })
+    .await?;
     Ok(out)
 }
 
-/// [`read_content`] into `out`, which it resizes to the file's size, and
-/// gives `piece` each blob's content in order as soon as it is verified,
-/// while it is still in the CPU's cache. A buffer reused from one file to
-/// the next costs no page faults: a fresh 16 MiB one is 4,096 of them. On
-/// an error, `out` holds part of the file.
-pub async fn read_content_into(
+/// The content of the file `rec` names, blob by blob: each is decrypted
+/// where it was read, decompressed into `scratch`, verified, and given to
+/// `each` in order while it is still in the CPU's cache. A caller writing
+/// the file out so never gathers it whole (16 MiB through memory and back,
+/// against 1 MiB blobs that stay in cache), and a `scratch` reused from one
+/// file to the next costs no page faults. On an error, `each` has had part
+/// of the file; `each`'s own errors are returned as they are.
+pub async fn read_content_each(
     repo: &Repo,
     rec: &WalRecord,
-    out: &mut Vec<u8>,
-    mut piece: impl FnMut(&[u8]),
+    scratch: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let name = &rec.name;
     let damaged = |e: Error| {
@@ -139,11 +145,6 @@ pub async fn read_content_into(
             rec.size
         )));
     }
-    // Each blob is decrypted where it was read and decompressed straight
-    // to its place in the file: no buffer per blob, no copy (fresh buffers
-    // and copies took a sixth of a prefetch's CPU).
-    out.resize(rec.size as usize, 0);
-    let mut at_out = 0usize;
     for run in runs(&rec.content) {
         let mut bytes = repo
             .store()
@@ -159,16 +160,10 @@ pub async fn read_content_into(
                 length: b.length,
                 raw_length: b.raw_length,
             };
-            let end = at_out + b.raw_length as usize;
-            repo.open_blob_to(
-                &b.id,
-                &loc,
-                &mut bytes[at..at + b.length as usize],
-                &mut out[at_out..end],
-            )
-            .map_err(damaged)?;
-            piece(&out[at_out..end]);
-            at_out = end;
+            scratch.resize(b.raw_length as usize, 0);
+            repo.open_blob_to(&b.id, &loc, &mut bytes[at..at + b.length as usize], scratch)
+                .map_err(damaged)?;
+            each(scratch)?;
         }
     }
     Ok(())

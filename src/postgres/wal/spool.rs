@@ -136,7 +136,7 @@ fn check_hash_on_two(name: &str, content: &[u8]) -> u128 {
 /// [`check_hash`] made as a segment's content is rebuilt blob by blob:
 /// each blob is hashed while it is still in the CPU's cache (hashing the
 /// whole 16 MiB afterwards reads it back from memory).
-pub struct CheckHasher {
+struct CheckHasher {
     seed: u64,
     piece: twox_hash::XxHash3_128,
     in_piece: usize,
@@ -145,7 +145,7 @@ pub struct CheckHasher {
 
 impl CheckHasher {
     /// A hasher for the content of segment `name`.
-    pub fn new(name: &str) -> CheckHasher {
+    fn new(name: &str) -> CheckHasher {
         let seed = check_seed(name);
         CheckHasher {
             seed,
@@ -156,7 +156,7 @@ impl CheckHasher {
     }
 
     /// Hashes the next part of the content.
-    pub fn update(&mut self, mut part: &[u8]) {
+    fn update(&mut self, mut part: &[u8]) {
         while !part.is_empty() {
             let take = (PIECE - self.in_piece).min(part.len());
             self.piece.write(&part[..take]);
@@ -182,6 +182,61 @@ impl CheckHasher {
             self.end_piece();
         }
         combine(self.seed, &self.pieces)
+    }
+}
+
+/// A segment being spooled: written to a temporary file beside its name
+/// part by part as it is read (each part, a blob, still in the CPU's cache:
+/// a whole 16 MiB segment gathered first went through memory and back),
+/// hashed as it goes, and named, its check file first, by
+/// [`SpoolWriter::finish`]. Dropped unfinished, it leaves nothing.
+pub struct SpoolWriter<'a> {
+    spool: &'a Spool,
+    name: String,
+    file: AtomicFile,
+    hasher: CheckHasher,
+    len: u64,
+}
+
+impl SpoolWriter<'_> {
+    /// Appends the next part of the content.
+    pub fn write(&mut self, part: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.hasher.update(part);
+        self.len += part.len() as u64;
+        self.file
+            .write_all(part)
+            .map_err(|e| Error::io(self.spool.dir.join(&self.name).display(), e))
+    }
+
+    /// Names the segment: its check file, then its content.
+    pub fn finish(self) -> Result<()> {
+        use std::io::Write;
+        let SpoolWriter {
+            spool,
+            name,
+            mut file,
+            hasher,
+            len,
+        } = self;
+        let mut check = Vec::with_capacity(CHECK);
+        check.extend_from_slice(MAGIC);
+        check.push(VERSION);
+        check.extend_from_slice(&len.to_le_bytes());
+        check.extend_from_slice(&hasher.finish().to_le_bytes());
+        let check_path = spool.check_path(&name);
+        let mut c = AtomicFile::create(&check_path, 0o600)
+            .map_err(|e| Error::io(check_path.display(), e))?;
+        c.write_all(&check)
+            .and_then(|_| c.commit_unsynced())
+            .map_err(|e| Error::io(check_path.display(), e))?;
+        // Only the content is written back early (see the module's notes):
+        // PostgreSQL never sees the check file.
+        if spool.write_back {
+            crate::atomic_file::start_write_back(file.file());
+        }
+        file.commit_unsynced()
+            .map_err(|e| Error::io(spool.dir.join(&name).display(), e))
     }
 }
 
@@ -247,41 +302,23 @@ impl Spool {
 
     /// Spools `content` as `name`: its check file, then the content.
     pub fn put(&self, name: &str, content: &[u8]) -> Result<()> {
-        self.write(name, content, check_hash(name, content))
+        let mut w = self.writer(name)?;
+        w.write(content)?;
+        w.finish()
     }
 
-    /// Spools `content` as `name`, `hasher` having been given all of it
-    /// (see [`CheckHasher`]).
-    pub fn put_hashed(&self, name: &str, content: &[u8], hasher: CheckHasher) -> Result<()> {
-        self.write(name, content, hasher.finish())
-    }
-
-    fn write(&self, name: &str, content: &[u8], hash: u128) -> Result<()> {
-        use std::io::Write;
+    /// Starts spooling segment `name`, to be given part by part.
+    pub fn writer(&self, name: &str) -> Result<SpoolWriter<'_>> {
         self.make_dir()?;
-        let mut check = Vec::with_capacity(CHECK);
-        check.extend_from_slice(MAGIC);
-        check.push(VERSION);
-        check.extend_from_slice(&(content.len() as u64).to_le_bytes());
-        check.extend_from_slice(&hash.to_le_bytes());
-        // Only the content is written back early (see the module's notes):
-        // PostgreSQL never sees the check file.
-        for (path, bytes, write_back) in [
-            (self.check_path(name), &check[..], false),
-            (self.dir.join(name), content, self.write_back),
-        ] {
-            let mut f =
-                AtomicFile::create(&path, 0o600).map_err(|e| Error::io(path.display(), e))?;
-            f.write_all(bytes)
-                .map(|_| {
-                    if write_back {
-                        crate::atomic_file::start_write_back(f.file())
-                    }
-                })
-                .and_then(|_| f.commit_unsynced())
-                .map_err(|e| Error::io(path.display(), e))?;
-        }
-        Ok(())
+        let path = self.dir.join(name);
+        let file = AtomicFile::create(&path, 0o600).map_err(|e| Error::io(path.display(), e))?;
+        Ok(SpoolWriter {
+            spool: self,
+            name: name.to_string(),
+            file,
+            hasher: CheckHasher::new(name),
+            len: 0,
+        })
     }
 
     /// Opens spooled segment `name` and checks it against its check file;
