@@ -146,9 +146,15 @@ fn wal_fetch_exits_1_only_when_not_archived() {
         "{}",
         stderr(&o)
     );
-    // A bad argument and an unknown flag.
+    // A bad argument and an unknown flag; the one line PostgreSQL logs
+    // names what is missing.
     let o = e.run(&["wal-fetch", &name]);
     assert_eq!(code(&o), 202, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not provided: <DEST>") && stderr(&o).lines().count() == 1,
+        "{}",
+        stderr(&o)
+    );
     let o = e.run(&["wal-fetch", "--frob", &name, "/tmp/x"]);
     assert_eq!(code(&o), 202, "{}", stderr(&o));
     // A name that is not a WAL file name.

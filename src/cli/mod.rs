@@ -189,12 +189,24 @@ pub fn main() -> Outcome {
                 let _ = e.print();
                 std::process::exit(0);
             }
-            // clap's message is for a terminal; PostgreSQL logs one line.
+            // clap's message is for a terminal; PostgreSQL logs one line:
+            // the first, with what clap lists on the indented lines below
+            // it (the missing arguments).
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("bad arguments");
+            let mut lines = msg.lines();
+            let first = lines.next().unwrap_or("bad arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
+            let listed: Vec<&str> = lines
+                .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = if listed.is_empty() {
+                first.to_string()
+            } else {
+                format!("{first} {}", listed.join(", "))
+            };
             return Outcome {
-                result: Err(Error::invalid(format!("{first} (see `walden --help`)"))),
+                result: Err(Error::invalid(format!("{line} (see `walden --help`)"))),
                 wal_fetch,
             };
         }
