@@ -58,7 +58,7 @@ impl Repo {
 
     /// As [`Repo::open_blob`], into `out`, which must be exactly the
     /// blob's length; decrypts `envelope` where it lies. For readers that
-    /// gather a file's blobs into one buffer.
+    /// reuse one buffer from blob to blob.
     pub fn open_blob_to(
         &self,
         id: &Id,

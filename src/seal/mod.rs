@@ -534,8 +534,8 @@ impl SealKey {
 
     /// As [`SealKey::open`], into `out`, which must be exactly the
     /// plaintext's length, decrypting `envelope` where it lies (it is left
-    /// holding the plain payload). For callers that gather many blobs into
-    /// one buffer: no buffer is made per blob.
+    /// holding the plain payload). For callers that read many blobs into
+    /// a buffer of their own, reused: no buffer is made per blob.
     pub fn open_to(
         &self,
         kind: Kind,

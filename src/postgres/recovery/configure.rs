@@ -69,9 +69,9 @@ pub(super) fn configure(req: &Request, plan: &Plan, owner: Option<(u32, u32)>) -
     );
     write_file(&auto, text.as_bytes(), owner)?;
     let (signal, other) = if req.standby {
-        ("standby.signal", "recovery.signal")
+        (super::STANDBY_SIGNAL, super::RECOVERY_SIGNAL)
     } else {
-        ("recovery.signal", "standby.signal")
+        (super::RECOVERY_SIGNAL, super::STANDBY_SIGNAL)
     };
     match std::fs::remove_file(req.to.join(other)) {
         Ok(()) => {}

@@ -29,10 +29,15 @@ pub use plan::plan;
 /// down there, it still holds one.
 pub fn ended(data_dir: &Path) -> bool {
     data_dir.join("PG_VERSION").is_file()
-        && ["recovery.signal", "standby.signal"]
+        && [RECOVERY_SIGNAL, STANDBY_SIGNAL]
             .iter()
             .all(|s| !data_dir.join(s).exists())
 }
+
+/// The files whose presence makes PostgreSQL (12 and later) recover at
+/// start: to a target, or as a standby.
+const RECOVERY_SIGNAL: &str = "recovery.signal";
+const STANDBY_SIGNAL: &str = "standby.signal";
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]

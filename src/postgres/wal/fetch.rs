@@ -6,32 +6,21 @@
 
 use std::path::Path;
 
-use crate::atomic_file::AtomicFile;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pg::walname::{WalKind, WalName};
 use crate::repo::Repo;
 
-use super::spool::Spool;
+use super::spool::{Dest, Spool};
 use super::{read_content_each, read_record};
 
 /// Restores WAL file `name` of cluster `cluster` to `dest`; returns its
 /// size. [`crate::error::Error::not_archived`] when it was never archived.
-///
-/// Written to a temporary file beside `dest` blob by blob as each is
-/// verified, and renamed to `dest`, so replay never sees a partial file.
-/// Not fsynced: PostgreSQL fsyncs a restored file it keeps
-/// (`durable_rename`) and, after a crash, runs `restore_command` again for
-/// what it needs.
+/// Written blob by blob as each is verified (see [`Dest`]).
 pub async fn fetch(repo: &Repo, cluster: u64, name: &WalName, dest: &Path) -> Result<u64> {
-    use std::io::Write;
     let rec = read_record(repo, cluster, name).await?;
-    let io = |e| Error::io(dest.display(), e);
-    let mut f = AtomicFile::create(dest, 0o600).map_err(io)?;
-    read_content_each(repo, &rec, &mut Vec::new(), |blob| {
-        f.write_all(blob).map_err(io)
-    })
-    .await?;
-    f.commit_unsynced().map_err(io)?;
+    let mut out = Dest::create(dest)?;
+    read_content_each(repo, &rec, &mut Vec::new(), |blob| out.write(blob)).await?;
+    out.finish()?;
     Ok(rec.size)
 }
 

@@ -86,11 +86,15 @@ pub struct Spool {
 /// cache, not the hash, and two threads map them at once.
 fn check_hash(name: &str, content: &[u8]) -> u128 {
     let seed = check_seed(name);
-    let pieces: Vec<u128> = content
-        .chunks(PIECE)
+    let pieces: Vec<&[u8]> = content.chunks(PIECE).collect();
+    combine(seed, &piece_hashes(seed, &pieces))
+}
+
+fn piece_hashes(seed: u64, pieces: &[&[u8]]) -> Vec<u128> {
+    pieces
+        .iter()
         .map(|p| twox_hash::XxHash3_128::oneshot_with_seed(seed, p))
-        .collect();
-    combine(seed, &pieces)
+        .collect()
 }
 
 /// The pieces a check hashes separately.
@@ -110,24 +114,19 @@ fn combine(seed: u64, pieces: &[u128]) -> u128 {
 fn check_hash_on_two(name: &str, content: &[u8]) -> u128 {
     let seed = check_seed(name);
     let pieces: Vec<&[u8]> = content.chunks(PIECE).collect();
-    let half = pieces.len() / 2;
-    let hash_all = |from: &[&[u8]]| -> Vec<u128> {
-        from.iter()
-            .map(|p| twox_hash::XxHash3_128::oneshot_with_seed(seed, p))
-            .collect()
-    };
+    let (first, later) = pieces.split_at(pieces.len() / 2);
     std::thread::scope(|s| {
-        let other = if half > 0 {
-            std::thread::Builder::new()
-                .spawn_scoped(s, || hash_all(&pieces[half..]))
-                .ok()
-        } else {
+        let other = if first.is_empty() {
             None
+        } else {
+            std::thread::Builder::new()
+                .spawn_scoped(s, || piece_hashes(seed, later))
+                .ok()
         };
-        let mut hashes = hash_all(&pieces[..half]);
+        let mut hashes = piece_hashes(seed, first);
         hashes.extend(match other {
             Some(t) => t.join().expect("hashing does not panic"),
-            None => hash_all(&pieces[half..]),
+            None => piece_hashes(seed, later),
         });
         combine(seed, &hashes)
     })
@@ -407,7 +406,9 @@ impl Spool {
                 if matches!(e.raw_os_error(), Some(libc::EXDEV))
                     || e.kind() == std::io::ErrorKind::NotFound =>
             {
-                write_dest(dest, &mut f)?
+                let mut d = Dest::create(dest)?;
+                d.copy_from(&mut f)?;
+                d.finish()?
             }
             Err(e) => return Err(Error::io(dest.display(), e)),
         }
@@ -494,15 +495,43 @@ impl Spool {
     }
 }
 
-/// Writes a restored WAL file to PostgreSQL's `%p`: a temporary file beside
-/// it, renamed into place, so replay never sees a partial one. Not fsynced:
-/// PostgreSQL fsyncs a restored file it keeps (`durable_rename`) and, after
-/// a crash, runs `restore_command` again for what it needs.
-pub(super) fn write_dest(dest: &Path, mut content: impl std::io::Read) -> Result<()> {
-    let mut f = AtomicFile::create(dest, 0o600).map_err(|e| Error::io(dest.display(), e))?;
-    std::io::copy(&mut content, f.file())
-        .and_then(|_| f.commit_unsynced())
-        .map_err(|e| Error::io(dest.display(), e))
+/// A restored WAL file being written to PostgreSQL's `%p`: a temporary
+/// file beside it, renamed into place by [`Dest::finish`], so replay never
+/// sees a partial one. Not fsynced: PostgreSQL fsyncs a restored file it
+/// keeps (`durable_rename`) and, after a crash, runs `restore_command`
+/// again for what it needs. Dropped unfinished, it leaves nothing.
+pub(super) struct Dest<'a> {
+    path: &'a Path,
+    file: AtomicFile,
+}
+
+impl<'a> Dest<'a> {
+    pub(super) fn create(path: &'a Path) -> Result<Dest<'a>> {
+        let file = AtomicFile::create(path, 0o600).map_err(|e| Error::io(path.display(), e))?;
+        Ok(Dest { path, file })
+    }
+
+    /// Appends the next part of the file.
+    pub(super) fn write(&mut self, part: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file
+            .write_all(part)
+            .map_err(|e| Error::io(self.path.display(), e))
+    }
+
+    /// Appends all of `content`.
+    fn copy_from(&mut self, mut content: impl std::io::Read) -> Result<()> {
+        std::io::copy(&mut content, self.file.file())
+            .map(|_| ())
+            .map_err(|e| Error::io(self.path.display(), e))
+    }
+
+    /// Renames the file to `%p`.
+    pub(super) fn finish(self) -> Result<()> {
+        self.file
+            .commit_unsynced()
+            .map_err(|e| Error::io(self.path.display(), e))
+    }
 }
 
 #[cfg(test)]
@@ -588,9 +617,10 @@ mod tests {
         assert_eq!(s.serve(&seg(name), &dest).unwrap(), Some(13));
         assert_eq!(std::fs::read(&dest).unwrap(), b"segment bytes");
         assert!(!s.contains(name), "served files leave the spool");
-        // A flipped byte, a cut file, an empty file and a missing check are
-        // all refused.
-        for damage in [0usize, 1, 2, 3] {
+        // A flipped byte, a cut file, an empty file, a missing check and a
+        // check of another version (a spool an older walden left) are all
+        // refused.
+        for damage in [0usize, 1, 2, 3, 4] {
             s.put(name, b"segment bytes").unwrap();
             let p = s.dir().join(name);
             let mut b = std::fs::read(&p).unwrap();
@@ -598,7 +628,12 @@ mod tests {
                 0 => *b.last_mut().unwrap() ^= 1,
                 1 => b.truncate(b.len() - 3),
                 2 => b.clear(),
-                _ => std::fs::remove_file(s.check_path(name)).unwrap(),
+                3 => std::fs::remove_file(s.check_path(name)).unwrap(),
+                _ => {
+                    let mut c = std::fs::read(s.check_path(name)).unwrap();
+                    c[4] = VERSION - 1;
+                    std::fs::write(s.check_path(name), c).unwrap();
+                }
             }
             std::fs::write(&p, b).unwrap();
             assert_eq!(s.serve(&seg(name), &dest).unwrap(), None, "damage {damage}");
